@@ -1,0 +1,216 @@
+//! Payloads that cross Temporal. They carry references (bucket, key, ETag, job and chunk ids),
+//! never rows, so history size does not depend on the object's size.
+
+use serde::{Deserialize, Serialize};
+
+/// Default chunk size: large enough that per-chunk orchestration is a small share of the time,
+/// small enough that a few chunks in flight keep worker memory low.
+pub const DEFAULT_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
+pub const DEFAULT_MAX_PARALLEL_CHUNKS: u32 = 4;
+pub const DEFAULT_HEARTBEAT_TIMEOUT_SECS: u64 = 30;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestRequest {
+    pub job_id: String,
+    pub source: String,
+    pub bucket: String,
+    pub key: String,
+    /// The object version this job ingests; any other version fails the job.
+    pub etag: String,
+    pub chunk_bytes: u64,
+    pub max_parallel_chunks: u32,
+    pub dry_run: bool,
+    /// How long a chunk may go without a heartbeat before another worker retries it.
+    pub heartbeat_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    /// RFC 3339, UTC.
+    pub last_modified: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanResult {
+    pub job_id: String,
+    pub chunks: u32,
+    pub source_rows: u64,
+    pub object: ObjectMeta,
+    /// The job row already reached a final status (the same object version was triggered
+    /// again after its retention in Temporal ran out): nothing is ingested again.
+    pub already_finished: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkTask {
+    pub job_id: String,
+    pub chunk_index: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkOutcome {
+    pub chunk_index: u32,
+    pub rows_total: u64,
+    pub rows_valid: u64,
+    pub rows_invalid: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTotals {
+    pub chunks: u32,
+    pub chunks_committed: u32,
+    pub rows_total: u64,
+    pub rows_valid: u64,
+    pub rows_invalid: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconciliation {
+    pub source_rows: u64,
+    /// Sum over the chunk ledger.
+    pub rows_total: u64,
+    pub rows_valid: u64,
+    pub rows_invalid: u64,
+    /// Rows in `invalid_item_logs` for the job.
+    pub invalid_logged: u64,
+    /// Distinct skus the job wrote to Postgres (provenance); `None` for a dry run.
+    pub pg_items: Option<u64>,
+    /// Distinct skus of the job's observations in ClickHouse (`FINAL`); `None` for a dry run.
+    pub ch_items: Option<u64>,
+    /// Observation rows of the job in ClickHouse (`FINAL`): must equal `rows_valid`.
+    pub ch_observations: Option<u64>,
+    pub ok: bool,
+    /// What did not match, for the job's error.
+    pub mismatches: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobOutcome {
+    Completed,
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalizeRequest {
+    pub job_id: String,
+    pub outcome: JobOutcome,
+}
+
+/// What the `progress` query and the Web UI's current details show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub phase: String,
+    pub chunks_done: u32,
+    pub chunks_total: u32,
+    pub rows_done: u64,
+    pub rows_valid: u64,
+    pub rows_invalid: u64,
+}
+
+impl Progress {
+    pub fn details(&self) -> String {
+        format!(
+            "**{}**: {}/{} chunks, {} rows ({} valid, {} invalid)",
+            self.phase,
+            self.chunks_done,
+            self.chunks_total,
+            self.rows_done,
+            self.rows_valid,
+            self.rows_invalid
+        )
+    }
+}
+
+/// The job summary printed by `etlctl` (`--json`): an interface for operators' scripts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub workflow_id: String,
+    pub source: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub dry_run: bool,
+    pub rows_total: u64,
+    pub rows_valid: u64,
+    pub rows_invalid: u64,
+    pub items: Option<u64>,
+    pub chunks: u32,
+    pub chunks_committed: u32,
+    pub object: JobObject,
+    pub reconciliation: Option<JobReconciliation>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobObject {
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+    pub size: Option<u64>,
+    pub last_modified: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReconciliation {
+    pub source_rows: u64,
+    pub pg_items: Option<u64>,
+    pub ch_items: Option<u64>,
+    pub ch_observations: Option<u64>,
+    pub invalid_logged: u64,
+    pub ok: bool,
+}
+
+/// Namespace of the v5 UUIDs that make job ids from workflow ids.
+const JOB_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6d1f_3c1e_8b2a_4f4e_9c07_52a4_e1b0_c0de);
+
+/// The workflow ID of an ingest: one per (source, bucket, key, ETag) and mode, so triggering the
+/// same object version again finds the same workflow and job.
+pub fn ingest_workflow_id(
+    source: &str,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+    dry_run: bool,
+) -> String {
+    let identity = format!("{source}\0{bucket}\0{key}\0{etag}\0{dry_run}");
+    let digest = uuid::Uuid::new_v5(&JOB_ID_NAMESPACE, identity.as_bytes()).simple();
+    let mode = if dry_run { "dry-run" } else { "ingest" };
+    format!("{mode}-{source}-{digest}")
+}
+
+/// A job's id follows from its workflow id, so a client can name the job before it starts.
+pub fn job_id_for_workflow(workflow_id: &str) -> String {
+    uuid::Uuid::new_v5(&JOB_ID_NAMESPACE, workflow_id.as_bytes()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_distinguish_every_part_of_the_identity() {
+        let base = ingest_workflow_id("cotopaxi", "catalog", "a.csv", "\"e1\"", false);
+        assert_eq!(
+            base,
+            ingest_workflow_id("cotopaxi", "catalog", "a.csv", "\"e1\"", false)
+        );
+        assert!(base.starts_with("ingest-cotopaxi-"));
+        for other in [
+            ingest_workflow_id("other", "catalog", "a.csv", "\"e1\"", false),
+            ingest_workflow_id("cotopaxi", "catalog2", "a.csv", "\"e1\"", false),
+            ingest_workflow_id("cotopaxi", "catalog", "b.csv", "\"e1\"", false),
+            ingest_workflow_id("cotopaxi", "catalog", "a.csv", "\"e2\"", false),
+            ingest_workflow_id("cotopaxi", "catalog", "a.csv", "\"e1\"", true),
+        ] {
+            assert_ne!(base, other);
+        }
+        assert_eq!(job_id_for_workflow(&base), job_id_for_workflow(&base));
+        assert_ne!(job_id_for_workflow(&base), job_id_for_workflow("x"));
+    }
+}

@@ -1,0 +1,239 @@
+//! A test's private slice of the local stack: its own Postgres database, ClickHouse database,
+//! S3 bucket and Temporal task queue, with real `etl-worker` processes and real `etlctl` runs.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use activities::{config::Config, model::ObjectMeta, s3::ObjectStore};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+
+pub struct TestEnv {
+    pub name: String,
+    pub bucket: String,
+    env: Vec<(String, String)>,
+    pub pg: PgPool,
+    pub ch: clickhouse::Client,
+    pub s3: ObjectStore,
+    workers: Vec<Child>,
+}
+
+/// Output of one `etlctl` run.
+pub struct CtlOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtlOutput {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|err| {
+            panic!(
+                "etlctl printed no JSON ({err}):\n{}\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    std::env::var_os("ETL_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
+}
+
+fn base_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/catalog_etl".to_owned())
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("DATABASE_URL has a database");
+    format!("{base}/{database}")
+}
+
+impl TestEnv {
+    pub async fn new(name: &str) -> Self {
+        let unique = format!("{name}_{}", std::process::id());
+        let database = format!("etl_t_{unique}");
+        let base_url = base_database_url();
+        let mut admin = PgConnection::connect(&with_database(&base_url, "postgres"))
+            .await
+            .expect("Postgres is up (make up)");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        sqlx::query(&format!("CREATE DATABASE \"{database}\""))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let database_url = with_database(&base_url, &database);
+        let bucket = format!("t-{}", unique.replace('_', "-"));
+        let env = vec![
+            ("DATABASE_URL".to_owned(), database_url.clone()),
+            ("CLICKHOUSE_DATABASE".to_owned(), database.clone()),
+            ("ETL_TASK_QUEUE".to_owned(), format!("test-{unique}")),
+            ("ETL_CHECK_BUCKETS".to_owned(), bucket.clone()),
+            (
+                "RUST_LOG".to_owned(),
+                "info,temporalio_sdk_core=warn".to_owned(),
+            ),
+        ];
+        let mut config = Config::from_env().expect("test configuration");
+        config.clickhouse_database = database.clone();
+        let s3 = ObjectStore::new(&config);
+        s3.ensure_bucket(&bucket).await.expect("S3 is up (make up)");
+        let ch_admin = clickhouse::Client::default()
+            .with_url(&config.clickhouse_url)
+            .with_user(&config.clickhouse_user)
+            .with_password(config.clickhouse_password.expose())
+            .with_compression(clickhouse::Compression::None);
+        ch_admin
+            .query(&format!("DROP DATABASE IF EXISTS {database}"))
+            .execute()
+            .await
+            .expect("ClickHouse is up (make up)");
+        let ch = ch_admin.with_database(&database);
+        let pg = PgPool::connect(&database_url).await.unwrap();
+        Self {
+            name: name.to_owned(),
+            bucket,
+            env,
+            pg,
+            ch,
+            s3,
+            workers: Vec::new(),
+        }
+    }
+
+    pub fn uri(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    pub async fn put(&self, key: &str, body: impl Into<bytes::Bytes>) -> ObjectMeta {
+        self.s3.put(&self.bucket, key, body.into()).await.unwrap()
+    }
+
+    /// Starts a worker and returns once it is polling (it prints "etl-worker ready").
+    pub fn start_worker(&mut self) {
+        let mut child = Command::new(bin_dir().join("etl-worker"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etl-worker binary (cargo build --bins)");
+        let stderr = child.stderr.take().unwrap();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("etl-worker ready")
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(());
+                }
+                if std::env::var_os("ETL_TEST_WORKER_LOGS").is_some() {
+                    eprintln!("[worker {name}] {line}");
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("worker became ready");
+        self.workers.push(child);
+    }
+
+    /// SIGKILL: the worker gets no chance to finish or report anything.
+    pub fn kill_workers(&mut self) {
+        for mut worker in self.workers.drain(..) {
+            worker.kill().unwrap();
+            worker.wait().unwrap();
+        }
+    }
+
+    pub fn etlctl(&self, args: &[&str]) -> CtlOutput {
+        let output = Command::new(bin_dir().join("etlctl"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("etlctl binary (cargo build --bins)");
+        CtlOutput {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub fn ingest(&self, key: &str, extra: &[&str]) -> CtlOutput {
+        let uri = self.uri(key);
+        let mut args = vec!["ingest", uri.as_str(), "--source", "cotopaxi", "--json"];
+        args.extend_from_slice(extra);
+        self.etlctl(&args)
+    }
+
+    pub async fn scalar(&self, sql: &str, job_id: &str) -> i64 {
+        let job: uuid_like::Uuid = job_id.parse().unwrap();
+        sqlx::query(sql)
+            .bind(job)
+            .fetch_one(&self.pg)
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"))
+            .get::<i64, _>(0)
+    }
+
+    /// Polls a condition on Postgres (never a fixed sleep); panics after `timeout`.
+    pub async fn wait_for(&self, what: &str, timeout: Duration, mut check: impl AsyncCheck) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if check.check(&self.pg).await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+pub trait AsyncCheck {
+    fn check(&mut self, pg: &PgPool) -> impl std::future::Future<Output = bool>;
+}
+
+/// Chunks of a job committed so far.
+pub struct CommittedChunks<'a> {
+    pub job_id: &'a str,
+    pub at_least: i64,
+}
+
+impl AsyncCheck for CommittedChunks<'_> {
+    async fn check(&mut self, pg: &PgPool) -> bool {
+        let job: uuid_like::Uuid = self.job_id.parse().unwrap();
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM etl_chunks WHERE job_id = $1 AND status = 'committed'",
+        )
+        .bind(job)
+        .fetch_one(pg)
+        .await
+        .map(|n| n >= self.at_least)
+        .unwrap_or(false)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.kill_workers();
+    }
+}
+
+/// sqlx's uuid type, named once.
+pub mod uuid_like {
+    pub use sqlx::types::Uuid;
+}

@@ -1,0 +1,455 @@
+//! The ingest spine end to end: `etlctl ingest` → Temporal → `etl-worker` → S3, Postgres,
+//! ClickHouse, checked against the generator's own expected counts.
+
+use std::time::Duration;
+
+use activities::generator::{GeneratedStats, GeneratorConfig, write_catalog};
+use serde_json::Value;
+
+use crate::harness::{CommittedChunks, TestEnv};
+
+fn catalog(config: GeneratorConfig) -> (Vec<u8>, GeneratedStats) {
+    let mut body = Vec::new();
+    let stats = write_catalog(&config, &mut body).unwrap();
+    (body, stats)
+}
+
+fn u(value: &Value) -> u64 {
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("expected a number, got {value}"))
+}
+
+/// Both stores hold exactly what the generator wrote: no duplicate and no lost row.
+async fn assert_reconciled(env: &TestEnv, summary: &Value, stats: &GeneratedStats) {
+    let job_id = summary["job_id"].as_str().unwrap();
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!(summary["error"], Value::Null);
+    assert_eq!(u(&summary["rows_total"]), stats.rows_total);
+    assert_eq!(u(&summary["rows_valid"]), stats.rows_valid);
+    assert_eq!(u(&summary["rows_invalid"]), stats.rows_invalid);
+    assert_eq!(u(&summary["items"]), stats.distinct_valid_skus);
+    let reconciliation = &summary["reconciliation"];
+    assert_eq!(reconciliation["ok"], true, "{summary}");
+    assert_eq!(u(&reconciliation["source_rows"]), stats.rows_total);
+    assert_eq!(u(&reconciliation["pg_items"]), stats.distinct_valid_skus);
+    assert_eq!(u(&reconciliation["ch_items"]), stats.distinct_valid_skus);
+
+    let pg_items = env
+        .scalar(
+            "SELECT count(*) FROM catalog_items WHERE last_job_id = $1",
+            job_id,
+        )
+        .await;
+    assert_eq!(pg_items as u64, stats.distinct_valid_skus);
+    let invalid = env
+        .scalar(
+            "SELECT count(*) FROM invalid_item_logs WHERE job_id = $1",
+            job_id,
+        )
+        .await;
+    assert_eq!(invalid as u64, stats.rows_invalid);
+    let ch_items: u64 = env
+        .ch
+        .query("SELECT count() FROM catalog_items FINAL WHERE job_id = ?")
+        .bind(job_id)
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(ch_items, stats.distinct_valid_skus);
+    let ch_observations: u64 = env
+        .ch
+        .query("SELECT count() FROM catalog_item_observations FINAL WHERE job_id = ?")
+        .bind(job_id)
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(ch_observations, stats.rows_valid);
+}
+
+#[tokio::test]
+async fn clean_file_ingests_with_exact_counts() {
+    let mut env = TestEnv::new("clean").await;
+    env.start_worker();
+    let (body, stats) = catalog(GeneratorConfig {
+        rows: 400,
+        invalid_per_mille: 0,
+        ..GeneratorConfig::default()
+    });
+    let object = env.put("cotopaxi/clean.csv", body).await;
+    let out = env.ingest("cotopaxi/clean.csv", &["--wait", "--chunk-bytes", "20000"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let summary = out.json();
+    assert_reconciled(&env, &summary, &stats).await;
+    assert_eq!(stats.rows_invalid, 0);
+    assert!(u(&summary["chunks"]) > 1);
+    assert_eq!(summary["object"]["bucket"], env.bucket.as_str());
+    assert_eq!(summary["object"]["key"], "cotopaxi/clean.csv");
+    assert_eq!(summary["object"]["etag"], object.etag.as_str());
+    assert_eq!(u(&summary["object"]["size"]), object.size);
+    assert_eq!(
+        summary["object"]["last_modified"],
+        object.last_modified.as_str()
+    );
+    assert!(
+        summary["workflow_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ingest-cotopaxi-")
+    );
+
+    // `jobs show` prints the same object for a past job.
+    let job_id = summary["job_id"].as_str().unwrap();
+    let shown = env.etlctl(&["jobs", "show", job_id, "--json"]);
+    assert_eq!(shown.code, 0);
+    assert_eq!(shown.json(), summary);
+}
+
+#[tokio::test]
+async fn invalid_rows_are_stored_with_their_codes() {
+    let mut env = TestEnv::new("invalid").await;
+    env.start_worker();
+    let (body, stats) = catalog(GeneratorConfig {
+        rows: 600,
+        seed: 7,
+        invalid_per_mille: 150,
+        ..GeneratorConfig::default()
+    });
+    assert!(stats.rows_invalid > 50);
+    env.put("cotopaxi/invalid.csv", body).await;
+    let out = env.ingest(
+        "cotopaxi/invalid.csv",
+        &["--wait", "--chunk-bytes", "30000"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let summary = out.json();
+    assert_reconciled(&env, &summary, &stats).await;
+    let job_id: sqlx::types::Uuid = summary["job_id"].as_str().unwrap().parse().unwrap();
+    let codes: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT e->>'code', count(*) FROM invalid_item_logs, jsonb_array_elements(errors) e
+         WHERE job_id = $1 GROUP BY 1 ORDER BY 1",
+    )
+    .bind(job_id)
+    .fetch_all(&env.pg)
+    .await
+    .unwrap();
+    let expected: Vec<(String, i64)> = stats
+        .invalid_by_code
+        .iter()
+        .map(|(code, n)| (code.clone(), *n as i64))
+        .collect();
+    assert_eq!(codes, expected);
+    let (messages_ok, raw_ok): (bool, bool) = sqlx::query_as(
+        "SELECT bool_and(e->>'message' <> '' AND e->>'field' <> ''),
+                bool_and(raw_record <> '' AND octet_length(raw_record) <= 8192)
+         FROM invalid_item_logs, jsonb_array_elements(errors) e WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_one(&env.pg)
+    .await
+    .unwrap();
+    assert!(messages_ok && raw_ok);
+}
+
+#[tokio::test]
+async fn duplicate_skus_across_chunks_the_later_row_wins() {
+    let mut env = TestEnv::new("dupes").await;
+    env.start_worker();
+    let mut csv = String::from("sku,name,product_url,price,availability\n");
+    csv.push_str("DUP-1,First,https://shop.example/1,10.00,in stock\n");
+    for i in 0..60 {
+        csv.push_str(&format!(
+            "F-{i},Filler {i},https://shop.example/f{i},1.00,\n"
+        ));
+    }
+    csv.push_str("DUP-1,Second,https://shop.example/1b,20.00,sold out\n");
+    for i in 60..120 {
+        csv.push_str(&format!(
+            "F-{i},Filler {i},https://shop.example/f{i},1.00,\n"
+        ));
+    }
+    csv.push_str("DUP-1,Third,https://shop.example/1c,30.50,preorder\n");
+    env.put("cotopaxi/dupes.csv", csv).await;
+    // Many parallel chunks, so the three DUP-1 rows commit in no particular order.
+    let out = env.ingest(
+        "cotopaxi/dupes.csv",
+        &["--wait", "--chunk-bytes", "200", "--parallel", "8"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let summary = out.json();
+    assert_eq!(u(&summary["rows_total"]), 123);
+    assert_eq!(u(&summary["rows_valid"]), 123);
+    assert_eq!(u(&summary["items"]), 121);
+    assert!(u(&summary["chunks"]) > 10);
+    let (name, price, availability, row): (String, rust_decimal::Decimal, String, i64) =
+        sqlx::query_as(
+            "SELECT name, price, availability, version_row FROM catalog_items
+             WHERE source = 'cotopaxi' AND sku = 'DUP-1'",
+        )
+        .fetch_one(&env.pg)
+        .await
+        .unwrap();
+    assert_eq!(
+        (name.as_str(), availability.as_str(), row),
+        ("Third", "preorder", 123)
+    );
+    assert_eq!(price.to_string(), "30.50");
+    let (ch_name, ch_rows): (String, u64) = env
+        .ch
+        .query("SELECT any(name), count() FROM catalog_items FINAL WHERE sku = 'DUP-1'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!((ch_name.as_str(), ch_rows), ("Third", 1));
+    let observations: u64 = env
+        .ch
+        .query("SELECT count() FROM catalog_item_observations FINAL WHERE sku = 'DUP-1'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(observations, 3, "every valid record is an observation");
+}
+
+#[tokio::test]
+async fn tiny_chunks_cut_through_multi_line_fields() {
+    let mut env = TestEnv::new("tiny").await;
+    env.start_worker();
+    let (body, stats) = catalog(GeneratorConfig {
+        rows: 250,
+        seed: 11,
+        crlf: true,
+        bom: true,
+        ..GeneratorConfig::default()
+    });
+    env.put("cotopaxi/tiny.csv", body).await;
+    let out = env.ingest(
+        "cotopaxi/tiny.csv",
+        &["--wait", "--chunk-bytes", "64", "--parallel", "8"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let summary = out.json();
+    assert_reconciled(&env, &summary, &stats).await;
+    // Most records are longer than 64 bytes: about one chunk per record.
+    assert!(u(&summary["chunks"]) >= 200, "{summary}");
+}
+
+#[tokio::test]
+async fn rerunning_the_same_object_returns_the_same_job_and_writes_nothing() {
+    let mut env = TestEnv::new("rerun").await;
+    env.start_worker();
+    let (body, stats) = catalog(GeneratorConfig {
+        rows: 300,
+        seed: 5,
+        ..GeneratorConfig::default()
+    });
+    env.put("cotopaxi/rerun.csv", body).await;
+    let first = env.ingest("cotopaxi/rerun.csv", &["--wait", "--chunk-bytes", "8000"]);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let first = first.json();
+    assert_reconciled(&env, &first, &stats).await;
+
+    let second = env.ingest("cotopaxi/rerun.csv", &["--wait", "--chunk-bytes", "8000"]);
+    assert_eq!(second.code, 0);
+    let second = second.json();
+    assert_eq!(second, first, "the existing job, unchanged");
+    let no_wait = env.ingest("cotopaxi/rerun.csv", &[]);
+    assert_eq!(no_wait.json()["job_id"], first["job_id"]);
+
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM etl_jobs")
+        .fetch_one(&env.pg)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
+    let raw_observations: u64 = env
+        .ch
+        .query("SELECT count() FROM catalog_item_observations")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(raw_observations, stats.rows_valid, "no second write at all");
+    let attempts = env
+        .scalar(
+            "SELECT coalesce(max(attempts), 0)::bigint FROM etl_chunks WHERE job_id = $1",
+            first["job_id"].as_str().unwrap(),
+        )
+        .await;
+    assert_eq!(attempts, 1);
+}
+
+#[tokio::test]
+async fn header_errors_fail_the_job_and_write_nothing() {
+    let mut env = TestEnv::new("header").await;
+    env.start_worker();
+    let cases: [(&str, &[u8], &str); 4] = [
+        (
+            "missing.csv",
+            b"name,price\nA,1\n",
+            "missing required column(s): sku, product_url",
+        ),
+        (
+            "duplicated.csv",
+            b"sku,name,url,Name\nA,B,https://x.example/,C\n",
+            "duplicated column(s): name",
+        ),
+        ("empty.csv", b"", "is empty (0 bytes)"),
+        ("blank.csv", b"\n\r\n\n", "no header record"),
+    ];
+    for (key, body, message) in cases {
+        let key = format!("cotopaxi/{key}");
+        env.put(&key, body.to_vec()).await;
+        let out = env.ingest(&key, &["--wait"]);
+        assert_ne!(out.code, 0, "{key}: a failed job exits non-zero");
+        let summary = out.json();
+        assert_eq!(summary["status"], "failed", "{key}: {summary}");
+        let error = summary["error"].as_str().unwrap();
+        assert!(
+            error.contains(message),
+            "{key}: {error:?} should contain {message:?}"
+        );
+        assert_eq!(u(&summary["rows_total"]), 0);
+    }
+    for table in [
+        "catalog_items",
+        "catalog_item_jobs",
+        "invalid_item_logs",
+        "etl_chunks",
+    ] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&env.pg)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table} is empty");
+    }
+    let header_only = "sku,name,product_url\r\n";
+    env.put("cotopaxi/header-only.csv", header_only).await;
+    let out = env.ingest("cotopaxi/header-only.csv", &["--wait"]);
+    assert_eq!(
+        out.code, 0,
+        "a header-only object is a valid ingest of zero rows"
+    );
+    let summary = out.json();
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(u(&summary["rows_total"]), 0);
+    assert_eq!(u(&summary["chunks"]), 0);
+}
+
+#[tokio::test]
+async fn an_object_replaced_mid_job_fails_closed() {
+    let mut env = TestEnv::new("replaced").await;
+    env.start_worker();
+    let (body, _) = catalog(GeneratorConfig {
+        rows: 800,
+        seed: 3,
+        ..GeneratorConfig::default()
+    });
+    env.put("cotopaxi/replaced.csv", body).await;
+    let started = env.ingest(
+        "cotopaxi/replaced.csv",
+        &["--chunk-bytes", "64", "--parallel", "1"],
+    );
+    assert_eq!(started.code, 0, "{}{}", started.stdout, started.stderr);
+    let job_id = started.json()["job_id"].as_str().unwrap().to_owned();
+    env.wait_for(
+        "the first chunks to commit",
+        Duration::from_secs(60),
+        CommittedChunks {
+            job_id: &job_id,
+            at_least: 2,
+        },
+    )
+    .await;
+    let (new_body, _) = catalog(GeneratorConfig {
+        rows: 800,
+        seed: 4,
+        sku_prefix: "NEWVERSION".to_owned(),
+        ..GeneratorConfig::default()
+    });
+    env.put("cotopaxi/replaced.csv", new_body).await;
+
+    let shown = wait_until_final(&env, &job_id).await;
+    assert_eq!(shown["status"], "failed", "{shown}");
+    let error = shown["error"].as_str().unwrap();
+    assert!(error.contains("source changed"), "{error}");
+    let mixed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM catalog_items WHERE sku LIKE 'NEWVERSION%'")
+            .fetch_one(&env.pg)
+            .await
+            .unwrap();
+    assert_eq!(mixed, 0, "no row of the new version is mixed in");
+    let ch_mixed: u64 = env
+        .ch
+        .query("SELECT count() FROM catalog_item_observations WHERE sku LIKE 'NEWVERSION%'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(ch_mixed, 0);
+    // What was committed before the change is reported, exactly once.
+    let committed = env
+        .scalar(
+            "SELECT coalesce(sum(rows_total), 0)::bigint FROM etl_chunks WHERE job_id = $1 AND status = 'committed'",
+            &job_id,
+        )
+        .await;
+    assert_eq!(u(&shown["rows_total"]), committed as u64);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_leaves_exact_counts() {
+    let mut env = TestEnv::new("killed").await;
+    env.start_worker();
+    let (body, stats) = catalog(GeneratorConfig {
+        rows: 600,
+        seed: 9,
+        invalid_per_mille: 50,
+        ..GeneratorConfig::default()
+    });
+    env.put("cotopaxi/killed.csv", body).await;
+    let started = env.ingest(
+        "cotopaxi/killed.csv",
+        &[
+            "--chunk-bytes",
+            "300",
+            "--parallel",
+            "4",
+            "--heartbeat-timeout",
+            "3",
+        ],
+    );
+    assert_eq!(started.code, 0, "{}{}", started.stdout, started.stderr);
+    let job_id = started.json()["job_id"].as_str().unwrap().to_owned();
+    env.wait_for(
+        "some chunks to commit",
+        Duration::from_secs(60),
+        CommittedChunks {
+            job_id: &job_id,
+            at_least: 5,
+        },
+    )
+    .await;
+    env.kill_workers();
+    env.start_worker();
+    let summary = wait_until_final(&env, &job_id).await;
+    assert_reconciled(&env, &summary, &stats).await;
+    let retried = env
+        .scalar(
+            "SELECT count(*) FROM etl_chunks WHERE job_id = $1 AND attempts > 1",
+            &job_id,
+        )
+        .await;
+    assert!(retried >= 1, "the killed worker's chunks were retried");
+}
+
+async fn wait_until_final(env: &TestEnv, job_id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let shown = env.etlctl(&["jobs", "show", job_id, "--json"]).json();
+        if shown["status"] != "running" {
+            return shown;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {job_id} never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests: one binary, run against the local stack started by `make up`.
+
+mod harness;
+mod ingest;
