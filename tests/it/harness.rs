@@ -95,7 +95,8 @@ impl TestEnv {
             .with_url(&config.clickhouse_url)
             .with_user(&config.clickhouse_user)
             .with_password(config.clickhouse_password.expose())
-            .with_compression(clickhouse::Compression::None);
+            .with_compression(clickhouse::Compression::None)
+            .with_validation(config.clickhouse_validation);
         ch_admin
             .query(&format!("DROP DATABASE IF EXISTS {database}"))
             .execute()
