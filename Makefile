@@ -12,6 +12,8 @@ deps:
 
 up:
 	bash scripts/stack.sh up
+	cargo build --release -p client --bin etlctl
+	eval "$$(bash scripts/stack.sh env)" && target/release/etlctl migrate
 
 down:
 	bash scripts/stack.sh down

@@ -453,3 +453,93 @@ async fn wait_until_final(env: &TestEnv, job_id: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn dry_run_records_counts_and_invalid_rows_but_no_catalog_writes() {
+    let mut env = TestEnv::new("dryrun").await;
+    env.start_worker();
+    let (body, stats) = catalog(GeneratorConfig {
+        rows: 300,
+        seed: 21,
+        invalid_per_mille: 100,
+        ..GeneratorConfig::default()
+    });
+    env.put("cotopaxi/dry.csv", body).await;
+    let out = env.ingest(
+        "cotopaxi/dry.csv",
+        &["--wait", "--dry-run", "--chunk-bytes", "9000"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let summary = out.json();
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["dry_run"], true);
+    assert!(
+        summary["workflow_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("dry-run-cotopaxi-")
+    );
+    assert_eq!(u(&summary["rows_total"]), stats.rows_total);
+    assert_eq!(u(&summary["rows_valid"]), stats.rows_valid);
+    assert_eq!(u(&summary["rows_invalid"]), stats.rows_invalid);
+    assert_eq!(summary["items"], Value::Null);
+    let reconciliation = &summary["reconciliation"];
+    assert_eq!(reconciliation["ok"], true);
+    assert_eq!(u(&reconciliation["source_rows"]), stats.rows_total);
+    assert_eq!(reconciliation["pg_items"], Value::Null);
+    assert_eq!(reconciliation["ch_items"], Value::Null);
+    let job_id = summary["job_id"].as_str().unwrap();
+    let invalid = env
+        .scalar(
+            "SELECT count(*) FROM invalid_item_logs WHERE job_id = $1",
+            job_id,
+        )
+        .await;
+    assert_eq!(invalid as u64, stats.rows_invalid);
+    for table in ["catalog_items", "catalog_item_jobs"] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&env.pg)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table} untouched by a dry run");
+    }
+    let observations: u64 = env
+        .ch
+        .query("SELECT count() FROM catalog_item_observations")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(observations, 0);
+
+    // A real ingest of the same object is a different job.
+    let real = env.ingest("cotopaxi/dry.csv", &["--wait", "--chunk-bytes", "9000"]);
+    assert_eq!(real.code, 0);
+    let real = real.json();
+    assert_ne!(real["job_id"], summary["job_id"]);
+    assert_reconciled(&env, &real, &stats).await;
+}
+
+#[tokio::test]
+async fn an_explicit_workflow_id_names_the_job() {
+    let mut env = TestEnv::new("wfid").await;
+    env.start_worker();
+    env.put(
+        "cotopaxi/wfid.csv",
+        "sku,name,url\nA,Alpha,https://shop.example/a\n",
+    )
+    .await;
+    let out = env.ingest(
+        "cotopaxi/wfid.csv",
+        &["--wait", "--workflow-id", "nightly-cotopaxi-1"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let summary = out.json();
+    assert_eq!(summary["workflow_id"], "nightly-cotopaxi-1");
+    assert_eq!(u(&summary["rows_valid"]), 1);
+    assert!(
+        summary["web_ui_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/workflows/nightly-cotopaxi-1")
+    );
+}
