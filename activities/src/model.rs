@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Default chunk size: large enough that per-chunk orchestration is a small share of the time,
 /// small enough that a few chunks in flight keep worker memory low.
-pub const DEFAULT_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
+pub const DEFAULT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_PARALLEL_CHUNKS: u32 = 4;
 pub const DEFAULT_HEARTBEAT_TIMEOUT_SECS: u64 = 30;
 

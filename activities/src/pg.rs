@@ -3,16 +3,18 @@
 //! All statements are parameterised; input never becomes SQL text.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::json;
 use sqlx::{
     PgPool, Postgres, Row, Transaction,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
-use std::str::FromStr;
+use std::{collections::BTreeMap, str::FromStr};
 
 use crate::{
     chunk::ParsedChunk,
     config::{Config, STARTUP_CHECK_TIMEOUT},
+    contract::FieldError,
     error::EtlError,
     model::{
         ChunkOutcome, IngestRequest, JobObject, JobOutcome, JobReconciliation, JobSummary,
@@ -505,25 +507,25 @@ async fn upsert_items(
     if latest.is_empty() {
         return Ok(());
     }
-    let rows: Vec<serde_json::Value> = latest
+    let rows: Vec<ItemParam<'_>> = latest
         .iter()
         .map(|row| {
             let item = &row.item;
-            json!({
-                "sku": item.sku,
-                "name": item.name,
-                "brand": item.brand,
-                "category": item.category,
-                "description": item.description,
-                "price": item.price.map(|p| p.to_string()),
-                "currency": item.currency,
-                "weight_grams": item.weight_grams.map(|w| w.to_string()),
-                "availability": item.availability.map(|a| a.as_str()),
-                "product_url": item.product_url,
-                "image_urls": item.image_urls,
-                "attributes": item.attributes,
-                "row_number": row.row_number,
-            })
+            ItemParam {
+                sku: &item.sku,
+                name: &item.name,
+                brand: item.brand.as_deref(),
+                category: item.category.as_deref(),
+                description: item.description.as_deref(),
+                price: item.price.map(|p| p.to_string()),
+                currency: &item.currency,
+                weight_grams: item.weight_grams.map(|w| w.to_string()),
+                availability: item.availability.map(|a| a.as_str()),
+                product_url: &item.product_url,
+                image_urls: &item.image_urls,
+                attributes: &item.attributes,
+                row_number: row.row_number,
+            }
         })
         .collect();
     // `<=` lets a replay of the same row rewrite identical values; a lower version (an earlier
@@ -535,7 +537,7 @@ async fn upsert_items(
          SELECT $1, r.sku, r.name, r.brand, r.category, r.description, r.price, r.currency,
                 r.weight_grams, r.availability, r.product_url, r.image_urls, r.attributes,
                 $2, r.row_number, $3, $3
-         FROM jsonb_to_recordset($4) AS r(sku text, name text, brand text, category text,
+         FROM jsonb_to_recordset($4::jsonb) AS r(sku text, name text, brand text, category text,
                 description text, price numeric, currency text, weight_grams numeric,
                 availability text, product_url text, image_urls text[], attributes jsonb,
                 row_number bigint)
@@ -554,7 +556,7 @@ async fn upsert_items(
     .bind(source)
     .bind(modified_at)
     .bind(job_id)
-    .bind(serde_json::Value::Array(rows))
+    .bind(json_param(&rows)?)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -600,29 +602,58 @@ async fn record_invalid(
     if parsed.invalid.is_empty() {
         return Ok(());
     }
-    let rows: Vec<serde_json::Value> = parsed
+    let rows: Vec<InvalidParam<'_>> = parsed
         .invalid
         .iter()
-        .map(|row| {
-            json!({
-                "row_number": row.row_number,
-                "errors": row.errors,
-                "raw_record": row.raw.as_str(),
-            })
+        .map(|row| InvalidParam {
+            row_number: row.row_number,
+            errors: &row.errors,
+            raw_record: row.raw.as_str(),
         })
         .collect();
     sqlx::query(
         "INSERT INTO invalid_item_logs (job_id, chunk_index, row_number, errors, raw_record)
          SELECT $1, $2, r.row_number, r.errors, r.raw_record
-         FROM jsonb_to_recordset($3) AS r(row_number bigint, errors jsonb, raw_record text)
+         FROM jsonb_to_recordset($3::jsonb) AS r(row_number bigint, errors jsonb, raw_record text)
          ON CONFLICT (job_id, row_number) DO NOTHING",
     )
     .bind(job_id)
     .bind(chunk_index as i32)
-    .bind(serde_json::Value::Array(rows))
+    .bind(json_param(&rows)?)
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// One row of a chunk's item upsert, borrowed from the parsed chunk.
+#[derive(Serialize)]
+struct ItemParam<'a> {
+    sku: &'a str,
+    name: &'a str,
+    brand: Option<&'a str>,
+    category: Option<&'a str>,
+    description: Option<&'a str>,
+    price: Option<String>,
+    currency: &'a str,
+    weight_grams: Option<String>,
+    availability: Option<&'a str>,
+    product_url: &'a str,
+    image_urls: &'a [String],
+    attributes: &'a BTreeMap<String, String>,
+    row_number: u64,
+}
+
+#[derive(Serialize)]
+struct InvalidParam<'a> {
+    row_number: u64,
+    errors: &'a [FieldError],
+    raw_record: &'a str,
+}
+
+/// A whole chunk as one JSON text parameter: one round trip per statement, and no
+/// intermediate `serde_json::Value` tree (which costs several times the data in memory).
+fn json_param<T: Serialize>(rows: &T) -> Result<String, EtlError> {
+    serde_json::to_string(rows).map_err(|err| EtlError::Postgres(sqlx::Error::Encode(err.into())))
 }
 
 pub fn parse_job_id(job_id: &str) -> Result<uuid::Uuid, EtlError> {
