@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_PARALLEL_CHUNKS: u32 = 4;
 pub const DEFAULT_HEARTBEAT_TIMEOUT_SECS: u64 = 30;
+/// A workflow run continues as new past this many history events: far below Temporal's
+/// 10,240-event warning, whatever the number of chunks (about 6 events per chunk).
+pub const DEFAULT_HISTORY_EVENT_BUDGET: u32 = 6_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestRequest {
@@ -22,6 +25,8 @@ pub struct IngestRequest {
     pub dry_run: bool,
     /// How long a chunk may go without a heartbeat before another worker retries it.
     pub heartbeat_timeout_secs: u64,
+    /// History events after which a run hands over to a new run (continue-as-new).
+    pub history_event_budget: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

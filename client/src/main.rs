@@ -7,8 +7,8 @@ use activities::{
     config::Config,
     generator::{GeneratorConfig, write_catalog},
     model::{
-        DEFAULT_CHUNK_BYTES, DEFAULT_HEARTBEAT_TIMEOUT_SECS, DEFAULT_MAX_PARALLEL_CHUNKS,
-        IngestRequest, JobOutcome, JobSummary,
+        DEFAULT_CHUNK_BYTES, DEFAULT_HEARTBEAT_TIMEOUT_SECS, DEFAULT_HISTORY_EVENT_BUDGET,
+        DEFAULT_MAX_PARALLEL_CHUNKS, IngestRequest, JobOutcome, JobSummary,
     },
     pg::PgStore,
     s3::{ObjectStore, parse_s3_uri},
@@ -91,6 +91,9 @@ struct IngestArgs {
     /// Seconds a chunk may go without heartbeat before it is retried elsewhere.
     #[arg(long, default_value_t = DEFAULT_HEARTBEAT_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_timeout: u64,
+    /// History events after which a workflow run continues as new.
+    #[arg(long, default_value_t = DEFAULT_HISTORY_EVENT_BUDGET, value_parser = clap::value_parser!(u32).range(20..=10_000))]
+    history_event_budget: u32,
 }
 
 #[derive(Args)]
@@ -207,6 +210,7 @@ async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<ExitCode> {
         max_parallel_chunks: args.parallel,
         dry_run: args.dry_run,
         heartbeat_timeout_secs: args.heartbeat_timeout,
+        history_event_budget: args.history_event_budget,
     };
     let pg = PgStore::connect(config).await.context("Postgres")?;
     // The job row exists before the workflow starts, so `jobs show` answers at once; an

@@ -181,6 +181,20 @@ impl TestEnv {
         self.etlctl(&args)
     }
 
+    /// Runs (including continued-as-new ones) of a workflow id, from the Temporal CLI.
+    pub fn temporal_runs(&self, workflow_id: &str) -> usize {
+        let address =
+            std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned());
+        let output = Command::new("temporal")
+            .args(["workflow", "list", "--output", "json", "--address"])
+            .arg(address.trim_start_matches("http://"))
+            .args(["--query", &format!("WorkflowId = '{workflow_id}'")])
+            .output()
+            .expect("temporal CLI");
+        let runs: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        runs.as_array().map_or(0, Vec::len)
+    }
+
     pub async fn scalar(&self, sql: &str, job_id: &str) -> i64 {
         let job: uuid_like::Uuid = job_id.parse().unwrap();
         sqlx::query(sql)

@@ -543,3 +543,36 @@ async fn an_explicit_workflow_id_names_the_job() {
             .ends_with("/workflows/nightly-cotopaxi-1")
     );
 }
+
+#[tokio::test]
+async fn long_jobs_continue_as_new_and_keep_exact_counts() {
+    let mut env = TestEnv::new("can").await;
+    env.start_worker();
+    let (body, stats) = catalog(GeneratorConfig {
+        rows: 150,
+        seed: 31,
+        ..GeneratorConfig::default()
+    });
+    env.put("cotopaxi/can.csv", body).await;
+    // ~1 chunk per record and a budget of 60 events: several continue-as-new hops.
+    let out = env.ingest(
+        "cotopaxi/can.csv",
+        &[
+            "--wait",
+            "--chunk-bytes",
+            "64",
+            "--parallel",
+            "3",
+            "--history-event-budget",
+            "60",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let summary = out.json();
+    assert_reconciled(&env, &summary, &stats).await;
+    let runs = env.temporal_runs(summary["workflow_id"].as_str().unwrap());
+    assert!(
+        runs >= 3,
+        "expected several runs of the workflow, got {runs}"
+    );
+}

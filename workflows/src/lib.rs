@@ -3,7 +3,7 @@
 //! One `CatalogIngest` workflow per object version: plan, chunks with bounded parallelism,
 //! aggregate, reconcile, finalize. The workflow keeps only counters and the next chunk index;
 //! the plan and all results live in Postgres, so history grows with the number of chunks alone,
-//! and a run that gets long continues as new from the next chunk.
+//! and a run whose history passes `history_event_budget` continues as new from the next chunk.
 
 use std::{
     cell::{Cell, RefCell},
@@ -26,9 +26,6 @@ use temporalio_sdk::{
 use temporalio_workflow::{
     RetryPolicy, common::protos::temporal::api::failure::v1::Failure, workflows::join_all,
 };
-
-/// Continue as new well before Temporal's 10,240-event warning; about 6 events per chunk.
-const HISTORY_EVENT_BUDGET: u32 = 6_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestInput {
@@ -162,7 +159,7 @@ impl CatalogIngest {
         let lane = |_| async {
             loop {
                 let history_full = shared.continue_as_new_suggested()
-                    || shared.history_length() > HISTORY_EVENT_BUDGET;
+                    || shared.history_length() > request.history_event_budget;
                 let index = next.get();
                 if failure.borrow().is_some() || history_full || index >= plan.chunks {
                     return;
