@@ -89,3 +89,40 @@ impl EtlError {
         }
     }
 }
+
+/// An error and its causes on one line, each cause once: our messages already embed their
+/// source's text, and `{:#}` would repeat it.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = err.to_string();
+    let mut cause = err.source();
+    while let Some(source) = cause {
+        let text = source.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = source.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        let err = EtlError::S3("bucket x does not exist".to_owned());
+        assert_eq!(
+            error_chain(&err),
+            "S3 request failed: bucket x does not exist"
+        );
+        let io = std::io::Error::other("connection refused");
+        let wrapped = sqlx::Error::Io(io);
+        let err = EtlError::Postgres(wrapped);
+        assert_eq!(
+            error_chain(&err),
+            "Postgres: error communicating with database: connection refused"
+        );
+    }
+}

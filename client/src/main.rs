@@ -128,7 +128,7 @@ async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("etlctl: {err:#}");
+            eprintln!("etlctl: {}", activities::error::error_chain(err.as_ref()));
             ExitCode::from(2)
         }
     }

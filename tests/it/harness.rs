@@ -153,6 +153,23 @@ impl TestEnv {
         self.workers.push(child);
     }
 
+    /// Runs a worker with `overrides` that must make it fail at start-up; returns its exit
+    /// code, its output and how long it took.
+    pub fn failing_worker(&self, overrides: &[(&str, &str)]) -> (i32, String, Duration) {
+        let started = Instant::now();
+        let output = Command::new(bin_dir().join("etl-worker"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(overrides.iter().copied())
+            .output()
+            .expect("etl-worker binary");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code().unwrap_or(-1), text, started.elapsed())
+    }
+
     /// SIGKILL: the worker gets no chance to finish or report anything.
     pub fn kill_workers(&mut self) {
         for mut worker in self.workers.drain(..) {

@@ -22,7 +22,10 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("etl-worker: {err:#}");
+            eprintln!(
+                "etl-worker: {}",
+                activities::error::error_chain(err.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
