@@ -5,7 +5,10 @@
 
 use aws_sdk_s3::{
     Client,
-    config::{BehaviorVersion, Credentials, Region, http::HttpResponse},
+    config::{
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+        ResponseChecksumValidation, http::HttpResponse,
+    },
     error::{DisplayErrorContext, SdkError},
     primitives::ByteStream,
 };
@@ -43,7 +46,12 @@ impl ObjectStore {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.s3_region.clone()))
             .credentials_provider(credentials)
-            .force_path_style(config.s3_force_path_style);
+            .force_path_style(config.s3_force_path_style)
+            // The SDK's default CRC trailers (aws-chunked uploads) are not understood by every
+            // S3-compatible store (Garage rejects the payload signature; R2 had the same
+            // trouble); compute checksums only where the API requires them.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(endpoint) = &config.s3_endpoint {
             builder = builder.endpoint_url(endpoint);
         }
@@ -152,6 +160,28 @@ impl ObjectStore {
             .key(key)
             .content_type("text/csv")
             .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|err| s3_error(&format!("PUT s3://{bucket}/{key}"), err))?;
+        self.head(bucket, key).await
+    }
+
+    /// Uploads a local file without reading it into memory.
+    pub async fn put_path(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &std::path::Path,
+    ) -> Result<ObjectMeta, EtlError> {
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|err| EtlError::S3(format!("reading {}: {err}", path.display())))?;
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("text/csv")
+            .body(body)
             .send()
             .await
             .map_err(|err| s3_error(&format!("PUT s3://{bucket}/{key}"), err))?;
