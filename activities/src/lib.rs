@@ -179,6 +179,7 @@ impl EtlActivities {
         {
             return Ok(outcome);
         }
+        let started = std::time::Instant::now();
         let bytes = self
             .s3
             .read_range(
@@ -189,6 +190,7 @@ impl EtlActivities {
                 work.byte_end,
             )
             .await?;
+        let read = started.elapsed();
         ctx.record_heartbeat(task.chunk_index).await.ok();
         let header = parse_header(&work.header_raw).map_err(|err| EtlError::PlanMismatch {
             job_id: task.job_id.clone(),
@@ -203,6 +205,7 @@ impl EtlActivities {
                 chunk: task.chunk_index,
                 reason: format!("parser task failed: {err}"),
             })?;
+        let parse = started.elapsed() - read;
         if parsed.rows_total != work.planned_rows {
             return Err(EtlError::PlanMismatch {
                 job_id: task.job_id.clone(),
@@ -221,6 +224,7 @@ impl EtlActivities {
                     .await?
             }
         };
+        let postgres = started.elapsed() - read - parse;
         if !work.dry_run {
             ctx.record_heartbeat(task.chunk_index).await.ok();
             self.ch
@@ -230,6 +234,16 @@ impl EtlActivities {
                 .mark_clickhouse_written(&task.job_id, task.chunk_index)
                 .await?;
         }
+        tracing::info!(
+            job_id = %task.job_id,
+            chunk = task.chunk_index,
+            rows = outcome.rows_total,
+            read_ms = read.as_millis() as u64,
+            parse_ms = parse.as_millis() as u64,
+            postgres_ms = postgres.as_millis() as u64,
+            clickhouse_ms = (started.elapsed() - read - parse - postgres).as_millis() as u64,
+            "chunk done"
+        );
         Ok(outcome)
     }
 

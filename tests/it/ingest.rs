@@ -576,3 +576,60 @@ async fn long_jobs_continue_as_new_and_keep_exact_counts() {
         "expected several runs of the workflow, got {runs}"
     );
 }
+
+#[tokio::test]
+async fn text_fields_round_trip_exactly() {
+    let mut env = TestEnv::new("roundtrip").await;
+    env.start_worker();
+    let csv = "sku,name,description,image_urls,product_url,price,weight,weight_unit,Color Name\n\
+               T-1,\"Tab\there \\\\ back\\\\slash\",\"line1\r\nline2 \\N \"\"quoted\"\" 日本語 🎉\",\
+               \"https://cdn.example/a,b.jpg|https://cdn.example/c%22d.jpg\",https://shop.example/t?x=1&y=2,\
+               \"$1,299.50\",12,oz,\"Red \"\"Deep\"\"\"\n";
+    env.put("cotopaxi/roundtrip.csv", csv).await;
+    let out = env.ingest("cotopaxi/roundtrip.csv", &["--wait"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["rows_valid"], 1, "{}", out.stdout);
+    let (name, description, images, price, weight, attributes): (
+        String,
+        String,
+        Vec<String>,
+        rust_decimal::Decimal,
+        rust_decimal::Decimal,
+        serde_json::Value,
+    ) = sqlx::query_as(
+        "SELECT name, description, image_urls, price, weight_grams, attributes
+         FROM catalog_items WHERE sku = 'T-1'",
+    )
+    .fetch_one(&env.pg)
+    .await
+    .unwrap();
+    assert_eq!(name, "Tab\there \\\\ back\\\\slash");
+    assert_eq!(description, "line1\r\nline2 \\N \"quoted\" 日本語 🎉");
+    assert_eq!(
+        images,
+        [
+            "https://cdn.example/a,b.jpg",
+            "https://cdn.example/c%22d.jpg"
+        ]
+    );
+    assert_eq!(price.to_string(), "1299.50");
+    assert_eq!(weight.to_string(), "340.1942775");
+    assert_eq!(
+        attributes,
+        serde_json::json!({"Color Name": "Red \"Deep\""})
+    );
+    let ch_name: String = env
+        .ch
+        .query("SELECT name FROM catalog_items FINAL WHERE sku = 'T-1'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(ch_name, name);
+    let ch_images: Vec<String> = env
+        .ch
+        .query("SELECT image_urls FROM catalog_items FINAL WHERE sku = 'T-1'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(ch_images, images);
+}
