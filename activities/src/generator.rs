@@ -59,7 +59,8 @@ pub struct GeneratedStats {
     pub bytes: u64,
 }
 
-const COLUMNS: [&str; 13] = [
+/// The generated header, in order.
+pub const COLUMNS: [&str; 13] = [
     "sku",
     "name",
     "brand",

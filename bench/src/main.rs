@@ -15,7 +15,7 @@ use std::{
 use activities::{
     config::Config,
     error::error_chain,
-    generator::{GeneratedStats, GeneratorConfig, write_catalog},
+    generator::{COLUMNS, GeneratedStats, GeneratorConfig, write_catalog},
     s3::ObjectStore,
 };
 use anyhow::{Context, bail, ensure};
@@ -26,21 +26,6 @@ use sqlx::{Connection, PgConnection};
 use tokio::io::AsyncReadExt;
 
 const BENCH_DATABASE: &str = "catalog_etl_bench";
-const LIMIT_COLUMNS: &[&str] = &[
-    "sku",
-    "name",
-    "brand",
-    "category",
-    "description",
-    "price",
-    "currency",
-    "weight",
-    "weight_unit",
-    "availability",
-    "product_url",
-    "image_urls",
-    "color",
-];
 
 #[derive(Parser)]
 #[command(
@@ -277,7 +262,7 @@ async fn fresh_postgres(base: &Config) -> anyhow::Result<String> {
         .await?;
     let url = database_url_for(base, BENCH_DATABASE)?;
     let mut conn = PgConnection::connect(&url).await?;
-    let columns: Vec<String> = LIMIT_COLUMNS.iter().map(|c| format!("{c} text")).collect();
+    let columns: Vec<String> = COLUMNS.iter().map(|c| format!("{c} text")).collect();
     sqlx::query(&format!(
         "CREATE UNLOGGED TABLE limit_rows ({})",
         columns.join(", ")
@@ -307,10 +292,7 @@ async fn fresh_clickhouse(base: &Config) -> anyhow::Result<clickhouse::Client> {
         .execute()
         .await?;
     let client = admin.with_database(BENCH_DATABASE);
-    let columns: Vec<String> = LIMIT_COLUMNS
-        .iter()
-        .map(|c| format!("{c} String"))
-        .collect();
+    let columns: Vec<String> = COLUMNS.iter().map(|c| format!("{c} String")).collect();
     client
         .query(&format!(
             "CREATE TABLE limit_rows ({}) ENGINE = MergeTree ORDER BY tuple()",
