@@ -209,6 +209,8 @@ cmd_deps() {
   local pkgs=()
   command -v curl >/dev/null 2>&1           || pkgs+=(curl ca-certificates)
   command -v protoc >/dev/null 2>&1         || pkgs+=(protobuf-compiler)
+  # protoc's well-known types (google/protobuf/*.proto), which the SDK's protos import.
+  [ -f /usr/include/google/protobuf/field_mask.proto ] || pkgs+=(libprotobuf-dev)
   command -v flock >/dev/null 2>&1          || pkgs+=(util-linux)
   command -v start-stop-daemon >/dev/null 2>&1 || [ -x /sbin/start-stop-daemon ] || pkgs+=(dpkg)
   if ! command -v psql >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
