@@ -172,6 +172,15 @@ impl Config {
             workflow_id
         )
     }
+
+    pub fn schedule_ui_link(&self, schedule_id: &str) -> String {
+        format!(
+            "{}/namespaces/{}/schedules/{}",
+            self.temporal_ui_url.trim_end_matches('/'),
+            self.temporal_namespace,
+            schedule_id
+        )
+    }
 }
 
 /// Bounded wait used by start-up checks so a bad endpoint fails within seconds.

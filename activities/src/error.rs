@@ -43,6 +43,10 @@ pub enum EtlError {
     ClickHouse(#[from] clickhouse::error::Error),
     #[error("reconciliation failed: {0}")]
     Reconciliation(String),
+    /// An operator asked for something the job's state does not allow (e.g. retrying a
+    /// completed job).
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 impl EtlError {
@@ -54,7 +58,8 @@ impl EtlError {
             | EtlError::BadHeader { .. }
             | EtlError::PlanMismatch { .. }
             | EtlError::JobNotFound(_)
-            | EtlError::Reconciliation(_) => false,
+            | EtlError::Reconciliation(_)
+            | EtlError::NotAllowed(_) => false,
             EtlError::S3(_) | EtlError::ClickHouse(_) => true,
             EtlError::Postgres(err) => postgres_is_retryable(err),
         }

@@ -2,6 +2,7 @@
 //! writes). Each activity body returns a typed [`EtlError`]; it becomes a retryable or
 //! non-retryable Temporal failure in exactly one place, [`EtlError::into_activity_error`].
 
+pub mod audit;
 pub mod ch;
 pub mod chunk;
 pub mod config;
@@ -9,10 +10,12 @@ pub mod contract;
 pub mod error;
 pub mod generator;
 pub mod model;
+pub mod ops;
 pub mod pg;
 pub mod planner;
 pub mod s3;
 pub mod temporal;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -26,7 +29,7 @@ use crate::{
     error::EtlError,
     model::{
         ChunkOutcome, ChunkTask, FinalizeRequest, IngestRequest, JobTotals, ObjectMeta, PlanResult,
-        Reconciliation,
+        Reconciliation, RetentionBatch, RetentionBatchResult, SourceIngestRequest, SourceListing,
     },
     pg::PgStore,
     planner::ChunkPlanner,
@@ -365,6 +368,55 @@ impl EtlActivities {
         job_id: String,
     ) -> Result<Reconciliation, ActivityError> {
         self.reconcile_job(&job_id)
+            .await
+            .map_err(EtlError::into_activity_error)
+    }
+
+    /// Lists the source's prefix and splits it against the manifest: what this run ingests.
+    #[activity]
+    pub async fn list_source_objects(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: SourceIngestRequest,
+    ) -> Result<SourceListing, ActivityError> {
+        async {
+            let listing = self.s3.list(&request.bucket, &request.prefix).await?;
+            let (to_ingest, skipped, remaining) = self
+                .pg
+                .plan_source_run(&request.source, listing, request.max_objects)
+                .await?;
+            Ok(SourceListing {
+                to_ingest,
+                skipped,
+                remaining,
+            })
+        }
+        .await
+        .map_err(EtlError::into_activity_error)
+    }
+
+    /// Status and error of each job, from the job rows.
+    #[activity]
+    pub async fn job_outcomes(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        job_ids: Vec<String>,
+    ) -> Result<Vec<(String, String, Option<String>)>, ActivityError> {
+        self.pg
+            .job_outcomes(&job_ids)
+            .await
+            .map_err(EtlError::into_activity_error)
+    }
+
+    /// One bounded DELETE of expired invalid rows.
+    #[activity]
+    pub async fn delete_expired_invalid_rows(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        batch: RetentionBatch,
+    ) -> Result<RetentionBatchResult, ActivityError> {
+        self.pg
+            .delete_expired_invalid_rows(&batch)
             .await
             .map_err(EtlError::into_activity_error)
     }

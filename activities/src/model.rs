@@ -96,7 +96,13 @@ pub struct Reconciliation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobOutcome {
     Completed,
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
+    /// Cancelled by an operator: chunks committed so far stay committed.
+    Cancelled {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +155,55 @@ pub struct JobSummary {
     pub reconciliation: Option<JobReconciliation>,
     pub created_at: String,
     pub finished_at: Option<String>,
+    /// Chunks committed in Postgres whose ClickHouse write has not been confirmed yet.
+    pub chunks_clickhouse_pending: u32,
+    /// The job this one re-ran (`etlctl retry` / `repair`).
+    pub supersedes_job_id: Option<String>,
+    /// The job that re-ran this one, and when it was started.
+    pub superseded_by_job_id: Option<String>,
+    pub superseded_at: Option<String>,
+    /// Last `etlctl reconcile` of the job: when, and whether every count matched.
+    pub verified_at: Option<String>,
+    pub verified_ok: Option<bool>,
+    /// Per-chunk detail, with `jobs show --chunks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_details: Option<Vec<ChunkDetail>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkDetail {
+    pub chunk_index: u32,
+    pub byte_start: u64,
+    pub byte_end: u64,
+    pub first_row: u64,
+    pub planned_rows: u64,
+    pub status: String,
+    pub rows_total: Option<u64>,
+    pub rows_valid: Option<u64>,
+    pub rows_invalid: Option<u64>,
+    pub attempts: u32,
+    pub clickhouse_written: bool,
+    /// From the last attempt's start to its ClickHouse write (or Postgres commit).
+    pub duration_ms: Option<u64>,
+}
+
+/// One line of `etlctl jobs list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobListEntry {
+    pub job_id: String,
+    pub source: String,
+    pub status: String,
+    pub dry_run: bool,
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+    pub rows_total: Option<u64>,
+    pub rows_valid: Option<u64>,
+    pub rows_invalid: Option<u64>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    pub superseded_by_job_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +223,104 @@ pub struct JobReconciliation {
     pub ch_observations: Option<u64>,
     pub invalid_logged: u64,
     pub ok: bool,
+}
+
+/// Input of the per-source workflow: ingest every object version under a prefix not yet
+/// ingested successfully for the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceIngestRequest {
+    pub source: String,
+    pub bucket: String,
+    pub prefix: String,
+    /// File workflows (children) running at once.
+    pub max_parallel_objects: u32,
+    /// New objects started per run, oldest first; the rest wait for the next run, which keeps
+    /// the source workflow's history bounded whatever the backlog.
+    pub max_objects: u32,
+    pub chunk_bytes: u64,
+    pub max_parallel_chunks: u32,
+    pub heartbeat_timeout_secs: u64,
+    pub history_event_budget: u32,
+}
+
+pub const DEFAULT_MAX_PARALLEL_OBJECTS: u32 = 2;
+pub const DEFAULT_MAX_OBJECTS_PER_RUN: u32 = 200;
+
+/// The listing of a source prefix against the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceListing {
+    /// Objects to ingest in this run, oldest Last-Modified first.
+    pub to_ingest: Vec<ObjectMeta>,
+    /// Objects not started: already ingested, or an earlier job for this version failed
+    /// (that takes `etlctl retry`, not a schedule tick).
+    pub skipped: Vec<SourceObjectOutcome>,
+    /// New objects left for the next run (over `max_objects`).
+    pub remaining: u64,
+}
+
+/// What happened to one object in a source run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceObjectOutcome {
+    pub key: String,
+    pub etag: String,
+    pub last_modified: String,
+    pub job_id: String,
+    /// `completed`, `failed`, `cancelled` or `running` for a job of this run; `skipped` for
+    /// a version already ingested; `failed-earlier` for a version whose last job failed.
+    pub status: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceReport {
+    pub source: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub started: u32,
+    pub completed: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    pub remaining: u64,
+    pub objects: Vec<SourceObjectOutcome>,
+}
+
+/// Input of the retention workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionRequest {
+    pub days: u32,
+    /// Rows per DELETE statement.
+    pub batch_size: u32,
+    /// Rows per run at most; the rest waits for the next run.
+    pub max_rows: u64,
+}
+
+pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+pub const DEFAULT_RETENTION_BATCH: u32 = 10_000;
+pub const DEFAULT_RETENTION_MAX_ROWS: u64 = 1_000_000;
+
+/// One bounded DELETE. The first batch fixes the cutoff, so every batch of a run (and every
+/// retry of a batch) deletes against the same instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionBatch {
+    pub days: u32,
+    pub cutoff: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionBatchResult {
+    pub cutoff: String,
+    pub deleted: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionReport {
+    pub days: u32,
+    pub cutoff: String,
+    pub deleted: u64,
+    pub batches: u32,
+    /// The run stopped at `max_rows`: older rows are left for the next run.
+    pub capped: bool,
 }
 
 /// Namespace of the v5 UUIDs that make job ids from workflow ids.

@@ -93,21 +93,7 @@ impl PgStore {
         workflow_id: &str,
     ) -> Result<JobState, EtlError> {
         let job_id = parse_job_id(&request.job_id)?;
-        sqlx::query(
-            "INSERT INTO etl_jobs (id, workflow_id, source, bucket, object_key, etag, dry_run, chunk_bytes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(job_id)
-        .bind(workflow_id)
-        .bind(&request.source)
-        .bind(&request.bucket)
-        .bind(&request.key)
-        .bind(&request.etag)
-        .bind(request.dry_run)
-        .bind(request.chunk_bytes as i64)
-        .execute(&self.pool)
-        .await?;
+        insert_job(&self.pool, request, workflow_id, None).await?;
         let row = sqlx::query(
             "SELECT status, planned_at IS NOT NULL AS planned, chunks, source_rows, last_modified, size
              FROM etl_jobs WHERE id = $1",
@@ -420,21 +406,39 @@ impl PgStore {
     }
 
     /// Final status. A job that already ended keeps its first final status: a replayed
-    /// finalize must not turn `completed` into `failed` or move `finished_at`.
+    /// finalize must not turn `completed` into `failed` or move `finished_at`. A completed
+    /// (non-dry-run) job enters the source's manifest in the same transaction.
     pub async fn finalize(&self, job_id: &str, outcome: &JobOutcome) -> Result<(), EtlError> {
         let (status, error) = match outcome {
             JobOutcome::Completed => ("completed", None),
             JobOutcome::Failed { error } => ("failed", Some(error.as_str())),
+            JobOutcome::Cancelled { reason } => ("cancelled", Some(reason.as_str())),
         };
-        sqlx::query(
+        let id = parse_job_id(job_id)?;
+        let mut tx = self.pool.begin().await?;
+        let finalized = sqlx::query(
             "UPDATE etl_jobs SET status = $2, error = $3, finished_at = now(), updated_at = now()
              WHERE id = $1 AND status = 'running'",
         )
-        .bind(parse_job_id(job_id)?)
+        .bind(id)
         .bind(status)
         .bind(error)
-        .execute(&self.pool)
-        .await?;
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if finalized == 1 && matches!(outcome, JobOutcome::Completed) {
+            sqlx::query(
+                "INSERT INTO ingested_objects (source, bucket, object_key, etag, job_id)
+                 SELECT source, bucket, object_key, etag, id FROM etl_jobs
+                 WHERE id = $1 AND NOT dry_run
+                 ON CONFLICT (source, bucket, object_key, etag)
+                 DO UPDATE SET job_id = EXCLUDED.job_id, ingested_at = now()",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -443,17 +447,20 @@ impl PgStore {
         let row = sqlx::query(
             "SELECT j.id, j.workflow_id, j.source, j.status, j.error, j.dry_run, j.bucket,
                     j.object_key, j.etag, j.size, j.last_modified, j.chunks, j.items,
-                    j.reconciliation, j.created_at, j.finished_at,
+                    j.reconciliation, j.created_at, j.finished_at, j.supersedes_job_id,
+                    j.superseded_by_job_id, j.superseded_at, j.verified_at, j.verified_ok,
                     coalesce(j.rows_total, c.rows_total) AS rows_total,
                     coalesce(j.rows_valid, c.rows_valid) AS rows_valid,
                     coalesce(j.rows_invalid, c.rows_invalid) AS rows_invalid,
-                    c.committed
+                    c.committed, c.clickhouse_pending
              FROM etl_jobs j
              CROSS JOIN LATERAL (
                  SELECT coalesce(sum(rows_total), 0)::bigint AS rows_total,
                         coalesce(sum(rows_valid), 0)::bigint AS rows_valid,
                         coalesce(sum(rows_invalid), 0)::bigint AS rows_invalid,
-                        count(*) FILTER (WHERE status = 'committed') AS committed
+                        count(*) FILTER (WHERE status = 'committed') AS committed,
+                        count(*) FILTER (WHERE status = 'committed' AND NOT clickhouse_written
+                                         AND NOT j.dry_run) AS clickhouse_pending
                  FROM etl_chunks WHERE job_id = j.id
              ) c
              WHERE j.id = $1",
@@ -501,9 +508,51 @@ impl PgStore {
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             finished_at: row
                 .get::<Option<DateTime<Utc>>, _>("finished_at")
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                .map(timestamp),
+            chunks_clickhouse_pending: row.get::<i64, _>("clickhouse_pending") as u32,
+            supersedes_job_id: row
+                .get::<Option<uuid::Uuid>, _>("supersedes_job_id")
+                .map(|id| id.to_string()),
+            superseded_by_job_id: row
+                .get::<Option<uuid::Uuid>, _>("superseded_by_job_id")
+                .map(|id| id.to_string()),
+            superseded_at: row
+                .get::<Option<DateTime<Utc>>, _>("superseded_at")
+                .map(timestamp),
+            verified_at: row
+                .get::<Option<DateTime<Utc>>, _>("verified_at")
+                .map(timestamp),
+            verified_ok: row.get("verified_ok"),
+            chunk_details: None,
         })
     }
+}
+
+/// The job row of `request`, unless it exists; `supersedes` links a re-run to its origin.
+pub(crate) async fn insert_job<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    request: &IngestRequest,
+    workflow_id: &str,
+    supersedes: Option<uuid::Uuid>,
+) -> Result<(), EtlError> {
+    sqlx::query(
+        "INSERT INTO etl_jobs (id, workflow_id, source, bucket, object_key, etag, dry_run,
+                               chunk_bytes, supersedes_job_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(parse_job_id(&request.job_id)?)
+    .bind(workflow_id)
+    .bind(&request.source)
+    .bind(&request.bucket)
+    .bind(&request.key)
+    .bind(&request.etag)
+    .bind(request.dry_run)
+    .bind(request.chunk_bytes as i64)
+    .bind(supersedes)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// Stages the chunk's latest row per sku with `COPY` (no per-row statement and no JSON to
@@ -631,6 +680,11 @@ fn json_param<T: Serialize>(rows: &T) -> Result<String, EtlError> {
 
 pub fn parse_job_id(job_id: &str) -> Result<uuid::Uuid, EtlError> {
     uuid::Uuid::parse_str(job_id).map_err(|_| EtlError::JobNotFound(job_id.to_owned()))
+}
+
+/// Timestamps in summaries: RFC 3339, UTC, milliseconds.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn parse_time(rfc3339: &str) -> Option<DateTime<Utc>> {

@@ -89,6 +89,43 @@ impl ObjectStore {
         })
     }
 
+    /// Every object under `prefix` (all pages), keys ending in `/` (folder markers) left out.
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, EtlError> {
+        let mut objects = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| match http_status(&err) {
+                Some(404) => EtlError::S3(format!("bucket {bucket} does not exist")),
+                _ => s3_error(&format!("LIST s3://{bucket}/{prefix}"), err),
+            })?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                if key.ends_with('/') {
+                    continue;
+                }
+                let last_modified = object
+                    .last_modified()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                    .unwrap_or_default()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                objects.push(ObjectMeta {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    etag: object.e_tag().unwrap_or_default().to_owned(),
+                    size: object.size().unwrap_or_default().max(0) as u64,
+                    last_modified,
+                });
+            }
+        }
+        Ok(objects)
+    }
+
     /// Streams `[start, end)` of the object version `etag`; `end = None` reads to the end.
     pub async fn open_range(
         &self,
