@@ -8,7 +8,7 @@ use temporalio_sdk::{
     Runtime, Worker, WorkerOptions,
     runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder},
 };
-use workflows::CatalogIngest;
+use workflows::{CatalogIngest, Retention, SourceIngest};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -54,6 +54,8 @@ async fn run() -> anyhow::Result<()> {
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_activities(activities)
         .register_workflow::<CatalogIngest>()?
+        .register_workflow::<SourceIngest>()?
+        .register_workflow::<Retention>()?
         .tuner(tuner)
         .graceful_shutdown_period(Duration::from_secs(10))
         .build();

@@ -5,6 +5,12 @@
 //! the plan and all results live in Postgres, so history grows with the number of chunks alone,
 //! and a run whose history passes `history_event_budget` continues as new from the next chunk.
 
+mod retention;
+mod source;
+
+pub use retention::Retention;
+pub use source::SourceIngest;
+
 use std::{
     cell::{Cell, RefCell},
     time::Duration,
@@ -21,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, ApplicationFailure, ContinueAsNewOptions,
-    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
+    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
+    WorkflowTermination,
 };
 use temporalio_workflow::{
     RetryPolicy, common::protos::temporal::api::failure::v1::Failure, workflows::join_all,
@@ -60,9 +67,11 @@ pub struct CatalogIngest {
 enum Stop {
     ContinueAsNew(WorkflowTermination),
     Failed(String),
+    /// The workflow was cancelled; the reason is the operator's, if any.
+    Cancelled(Option<String>),
 }
 
-fn retry_policy(maximum_attempts: u32) -> RetryPolicy {
+pub(crate) fn retry_policy(maximum_attempts: u32) -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_secs(1))
         .backoff_coefficient(2.0)
@@ -71,9 +80,13 @@ fn retry_policy(maximum_attempts: u32) -> RetryPolicy {
         .build()
 }
 
-fn short_activity() -> ActivityOptions {
+/// Activities run on a token detached from workflow cancellation: a cancelled job lets the
+/// activity in flight finish (a chunk is never cut between its Postgres commit and its
+/// ClickHouse write) and stops at the next step.
+pub(crate) fn short_activity() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(300))
         .retry_policy(retry_policy(10))
+        .cancellation_token(WorkflowCancellationToken::new())
         .build()
 }
 
@@ -83,7 +96,7 @@ fn heartbeat_timeout(request: &IngestRequest) -> Duration {
 
 /// The innermost failure message: the activity's own error, not the "activity task failed"
 /// wrapper around it.
-fn failure_message(err: &ActivityExecutionError) -> String {
+pub(crate) fn failure_message(err: &ActivityExecutionError) -> String {
     fn innermost(failure: &Failure) -> &Failure {
         match &failure.cause {
             Some(cause) => innermost(cause),
@@ -97,6 +110,14 @@ fn failure_message(err: &ActivityExecutionError) -> String {
 }
 
 impl CatalogIngest {
+    fn check_cancelled(ctx: &WorkflowContext<Self>) -> Result<(), Stop> {
+        let token = ctx.cancellation_token();
+        if token.is_cancelled() {
+            return Err(Stop::Cancelled(token.reason()));
+        }
+        Ok(())
+    }
+
     fn publish(ctx: &WorkflowContext<Self>, update: impl FnOnce(&mut Progress)) {
         let details = ctx.state_mut(|state| {
             update(&mut state.progress);
@@ -122,6 +143,7 @@ impl CatalogIngest {
                     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(3600))
                         .heartbeat_timeout(heartbeat_timeout(&request))
                         .retry_policy(retry_policy(10))
+                        .cancellation_token(WorkflowCancellationToken::new())
                         .build();
                 let plan = ctx
                     .execute_activity(EtlActivities::plan, request.clone(), options)
@@ -130,6 +152,7 @@ impl CatalogIngest {
                 (plan, 0)
             }
         };
+        Self::check_cancelled(ctx)?;
         if plan.already_finished {
             Self::publish(ctx, |p| p.phase = "already ingested".to_owned());
             return Ok(IngestResult {
@@ -148,6 +171,7 @@ impl CatalogIngest {
         let chunk_options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(600))
             .heartbeat_timeout(heartbeat_timeout(&request))
             .retry_policy(retry_policy(20))
+            .cancellation_token(WorkflowCancellationToken::new())
             .build();
         // A sliding window of `parallel` lanes: each lane takes the next chunk index when its
         // previous chunk ends, so a chunk waiting out a retry stalls only its own lane. The
@@ -161,7 +185,8 @@ impl CatalogIngest {
                 let history_full = shared.continue_as_new_suggested()
                     || shared.history_length() > request.history_event_budget;
                 let index = next.get();
-                if failure.borrow().is_some() || history_full || index >= plan.chunks {
+                let cancelled = shared.cancellation_token().is_cancelled();
+                if failure.borrow().is_some() || history_full || cancelled || index >= plan.chunks {
                     return;
                 }
                 next.set(index + 1);
@@ -187,6 +212,7 @@ impl CatalogIngest {
         if let Some(error) = failure.into_inner() {
             return Err(Stop::Failed(error));
         }
+        Self::check_cancelled(ctx)?;
         let next_chunk = next.get();
         if next_chunk < plan.chunks {
             let progress = ctx.state(|s| s.progress.clone());
@@ -213,6 +239,7 @@ impl CatalogIngest {
             )
             .await
             .map_err(|err| Stop::Failed(failure_message(&err)))?;
+        Self::check_cancelled(ctx)?;
         Self::publish(ctx, |p| p.phase = "reconciling".to_owned());
         let reconciliation = ctx
             .execute_activity(
@@ -228,6 +255,7 @@ impl CatalogIngest {
                 reconciliation.mismatches.join("; ")
             )));
         }
+        Self::check_cancelled(ctx)?;
         Self::publish(ctx, |p| p.phase = "finalizing".to_owned());
         ctx.execute_activity(
             EtlActivities::finalize,
@@ -270,6 +298,29 @@ impl CatalogIngest {
         match Self::ingest(ctx, input).await {
             Ok(result) => Ok(result),
             Err(Stop::ContinueAsNew(termination)) => Err(termination),
+            Err(Stop::Cancelled(reason)) => {
+                let chunks_done = ctx.state(|s| s.progress.chunks_done);
+                Self::publish(ctx, |p| p.phase = "cancelled".to_owned());
+                let reason = format!(
+                    "cancelled{} after {chunks_done} chunks; committed chunks stay \
+                     committed",
+                    reason
+                        .filter(|r| !r.is_empty())
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                );
+                let _ = ctx
+                    .execute_activity(
+                        EtlActivities::finalize,
+                        FinalizeRequest {
+                            job_id,
+                            outcome: JobOutcome::Cancelled { reason },
+                        },
+                        short_activity(),
+                    )
+                    .await;
+                Err(WorkflowTermination::cancelled())
+            }
             Err(Stop::Failed(error)) => {
                 Self::publish(ctx, |p| p.phase = "failed".to_owned());
                 // The job row must say why before the workflow fails; if even that fails, the

@@ -1,0 +1,65 @@
+//! `Retention`: deletes invalid-row logs older than N days in bounded batches, never with one
+//! unbounded DELETE, and at most `max_rows` per run.
+
+use activities::{
+    EtlActivities,
+    model::{RetentionBatch, RetentionReport, RetentionRequest},
+};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{ApplicationFailure, WorkflowContext, WorkflowResult};
+
+use crate::{failure_message, short_activity};
+
+#[workflow]
+#[derive(Default)]
+pub struct Retention;
+
+#[workflow_methods]
+impl Retention {
+    #[run(name = "Retention")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        request: RetentionRequest,
+    ) -> WorkflowResult<RetentionReport> {
+        let batch_size = u64::from(request.batch_size.max(1));
+        let mut report = RetentionReport {
+            days: request.days,
+            cutoff: String::new(),
+            deleted: 0,
+            batches: 0,
+            capped: false,
+        };
+        loop {
+            let room = request.max_rows - report.deleted;
+            if room == 0 {
+                report.capped = true;
+                break;
+            }
+            let limit = batch_size.min(room);
+            let batch = RetentionBatch {
+                days: request.days,
+                cutoff: (!report.cutoff.is_empty()).then(|| report.cutoff.clone()),
+                limit: limit as u32,
+            };
+            let result = ctx
+                .execute_activity(
+                    EtlActivities::delete_expired_invalid_rows,
+                    batch,
+                    short_activity(),
+                )
+                .await
+                .map_err(|err| ApplicationFailure::non_retryable(failure_message(&err)))?;
+            report.cutoff = result.cutoff;
+            report.deleted += result.deleted;
+            report.batches += 1;
+            ctx.set_current_details(format!(
+                "**deleting** invalid rows older than {}: {} deleted in {} batches",
+                report.cutoff, report.deleted, report.batches
+            ));
+            if result.deleted < limit {
+                break;
+            }
+        }
+        Ok(report)
+    }
+}

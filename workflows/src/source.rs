@@ -1,0 +1,195 @@
+//! `SourceIngest`: one run per source and tick. Lists the source's prefix, skips object
+//! versions already ingested (the manifest), and ingests the rest as child `CatalogIngest`
+//! workflows, oldest first, a few at a time. A failing object fails its own job only.
+
+use std::cell::{Cell, RefCell};
+
+use activities::{
+    EtlActivities,
+    model::{
+        IngestRequest, ObjectMeta, SourceIngestRequest, SourceObjectOutcome, SourceReport,
+        ingest_workflow_id, job_id_for_workflow,
+    },
+};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ApplicationFailure, ChildWorkflowOptions, ParentClosePolicy, WorkflowContext,
+    WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult,
+};
+use temporalio_workflow::workflows::join_all;
+
+use crate::{CatalogIngest, IngestInput, failure_message, short_activity};
+
+#[workflow]
+#[derive(Default)]
+pub struct SourceIngest {
+    details: String,
+}
+
+impl SourceIngest {
+    fn publish(ctx: &WorkflowContext<Self>, details: String) {
+        ctx.state_mut(|state| state.details = details.clone());
+        ctx.set_current_details(details);
+    }
+
+    fn child_request(
+        request: &SourceIngestRequest,
+        object: &ObjectMeta,
+    ) -> (String, IngestRequest) {
+        let workflow_id = ingest_workflow_id(
+            &request.source,
+            &object.bucket,
+            &object.key,
+            &object.etag,
+            false,
+        );
+        let ingest = IngestRequest {
+            job_id: job_id_for_workflow(&workflow_id),
+            source: request.source.clone(),
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+            etag: object.etag.clone(),
+            chunk_bytes: request.chunk_bytes,
+            max_parallel_chunks: request.max_parallel_chunks,
+            dry_run: false,
+            heartbeat_timeout_secs: request.heartbeat_timeout_secs,
+            history_event_budget: request.history_event_budget,
+        };
+        (workflow_id, ingest)
+    }
+}
+
+#[workflow_methods]
+impl SourceIngest {
+    #[run(name = "SourceIngest")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        request: SourceIngestRequest,
+    ) -> WorkflowResult<SourceReport> {
+        Self::publish(
+            ctx,
+            format!("listing s3://{}/{}", request.bucket, request.prefix),
+        );
+        let listing = ctx
+            .execute_activity(
+                EtlActivities::list_source_objects,
+                request.clone(),
+                short_activity(),
+            )
+            .await
+            .map_err(|err| ApplicationFailure::non_retryable(failure_message(&err)))?;
+        let total = listing.to_ingest.len();
+        Self::publish(
+            ctx,
+            format!(
+                "**ingesting** {total} new objects ({} skipped, {} left for the next run)",
+                listing.skipped.len(),
+                listing.remaining
+            ),
+        );
+
+        // Children in listing order (oldest first), `max_parallel_objects` at a time. A child's
+        // failure is its job's outcome, read back from the job row below; it never stops the
+        // siblings. Cancelling this run cancels the children (they stop between chunks).
+        let next = Cell::new(0usize);
+        let finished = Cell::new(0usize);
+        let start_errors: RefCell<Vec<Option<String>>> = RefCell::new(vec![None; total]);
+        let shared: &WorkflowContext<Self> = ctx;
+        let lane = |_| async {
+            loop {
+                let index = next.get();
+                if index >= total || shared.cancellation_token().is_cancelled() {
+                    return;
+                }
+                next.set(index + 1);
+                let object = &listing.to_ingest[index];
+                let (workflow_id, ingest) = Self::child_request(&request, object);
+                let options = ChildWorkflowOptions::builder()
+                    .workflow_id(workflow_id)
+                    .parent_close_policy(ParentClosePolicy::RequestCancel)
+                    .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+                    .static_summary(format!("s3://{}/{}", object.bucket, object.key))
+                    .build();
+                let input = IngestInput {
+                    request: ingest,
+                    resume: None,
+                };
+                match shared
+                    .start_child_workflow(CatalogIngest::run, input, options)
+                    .await
+                {
+                    // The outcome is on the job row; the child's own error is there too.
+                    Ok(child) => {
+                        let _ = child.result().await;
+                    }
+                    // Typically: the same object version is being ingested by another run
+                    // (a manual `etlctl ingest`): its job row reports it.
+                    Err(err) => {
+                        start_errors.borrow_mut()[index] = Some(err.to_string());
+                    }
+                }
+                finished.set(finished.get() + 1);
+                Self::publish(
+                    shared,
+                    format!("**ingesting**: {} of {total} objects done", finished.get()),
+                );
+            }
+        };
+        join_all((0..request.max_parallel_objects.max(1)).map(lane)).await;
+
+        let job_ids: Vec<String> = listing
+            .to_ingest
+            .iter()
+            .map(|object| Self::child_request(&request, object).1.job_id)
+            .collect();
+        let statuses = ctx
+            .execute_activity(EtlActivities::job_outcomes, job_ids, short_activity())
+            .await
+            .map_err(|err| ApplicationFailure::non_retryable(failure_message(&err)))?;
+        let start_errors = start_errors.into_inner();
+        let mut objects: Vec<SourceObjectOutcome> = listing
+            .to_ingest
+            .iter()
+            .zip(statuses)
+            .zip(start_errors)
+            .map(
+                |((object, (job_id, status, error)), start_error)| SourceObjectOutcome {
+                    key: object.key.clone(),
+                    etag: object.etag.clone(),
+                    last_modified: object.last_modified.clone(),
+                    job_id,
+                    status,
+                    error: error.or(start_error),
+                },
+            )
+            .collect();
+        let count = |status: &str| objects.iter().filter(|o| o.status == status).count() as u32;
+        let (completed, failed) = (count("completed"), count("failed") + count("cancelled"));
+        let skipped = listing.skipped.len() as u32;
+        objects.extend(listing.skipped);
+        let report = SourceReport {
+            source: request.source.clone(),
+            bucket: request.bucket.clone(),
+            prefix: request.prefix.clone(),
+            started: total as u32,
+            completed,
+            failed,
+            skipped,
+            remaining: listing.remaining,
+            objects,
+        };
+        Self::publish(
+            ctx,
+            format!(
+                "**done**: {completed} completed, {failed} failed, {skipped} skipped, {} left",
+                listing.remaining
+            ),
+        );
+        Ok(report)
+    }
+
+    #[query]
+    pub fn details(&self, _ctx: &WorkflowContextView) -> String {
+        self.details.clone()
+    }
+}
