@@ -3,6 +3,7 @@
 
 use std::{io::Write, path::PathBuf, process::ExitCode};
 
+use activities::ops::Rerun;
 use activities::{
     config::Config,
     generator::{GeneratorConfig, write_catalog},
@@ -21,6 +22,10 @@ use temporalio_client::{
 };
 use workflows::{CatalogIngest, IngestInput};
 
+mod jobs;
+mod schedules;
+mod sources;
+
 #[derive(Parser)]
 #[command(
     name = "etlctl",
@@ -36,11 +41,46 @@ struct Cli {
 enum Command {
     /// Ingest one CSV object (one job per source and object version).
     Ingest(IngestArgs),
+    /// Ingest every object version under a source's prefix not ingested yet.
+    IngestSource(sources::IngestSourceArgs),
     /// Inspect jobs.
     Jobs {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Re-run a failed or cancelled job as a new job (same object, ETag checked first).
+    Retry(jobs::RerunArgs),
+    /// Re-ingest a completed job from scratch as a new job (ETag checked first).
+    Repair(jobs::RerunArgs),
+    /// Recount a job from the live object and both stores; exit 1 on any mismatch.
+    Reconcile {
+        job_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a running job: chunks in flight finish, the job ends `cancelled`.
+    Cancel {
+        job_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Return once the request is sent instead of waiting for the job to stop.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Temporal Schedules that run source ingests (and retention).
+    Schedule {
+        #[command(subcommand)]
+        command: schedules::ScheduleCommand,
+    },
+    /// Delete expired invalid-row logs.
+    Retention {
+        #[command(subcommand)]
+        command: sources::RetentionCommand,
+    },
+    /// Data-quality report of the current catalog, per source.
+    Audit(sources::AuditArgs),
     /// Apply Postgres and ClickHouse migrations (idempotent).
     Migrate,
     /// Write a deterministic synthetic catalog CSV, to a file or to S3.
@@ -60,7 +100,12 @@ enum JobsCommand {
         job_id: String,
         #[arg(long)]
         json: bool,
+        /// Add per-chunk detail: byte range, rows, attempts, duration.
+        #[arg(long)]
+        chunks: bool,
     },
+    /// Jobs, newest first.
+    List(jobs::ListArgs),
 }
 
 #[derive(Args)]
@@ -139,13 +184,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ingest(args) => ingest(&config, args).await,
         Command::Jobs {
-            command: JobsCommand::Show { job_id, json },
+            command:
+                JobsCommand::Show {
+                    job_id,
+                    json,
+                    chunks,
+                },
         } => {
             let pg = PgStore::connect(&config).await.context("Postgres")?;
-            let summary = pg.job_summary(&job_id).await?;
+            let mut summary = pg.job_summary(&job_id).await?;
+            if chunks {
+                summary.chunk_details = Some(pg.chunk_details(&job_id).await?);
+            }
             print_summary(&config, &summary, json)?;
             Ok(exit_code(&summary))
         }
+        Command::Jobs {
+            command: JobsCommand::List(args),
+        } => jobs::list(&config, args).await,
+        Command::IngestSource(args) => sources::ingest_source(&config, args).await,
+        Command::Retry(args) => jobs::rerun(&config, Rerun::Retry, args).await,
+        Command::Repair(args) => jobs::rerun(&config, Rerun::Repair, args).await,
+        Command::Reconcile { job_id, json } => jobs::reconcile(&config, &job_id, json).await,
+        Command::Cancel {
+            job_id,
+            reason,
+            no_wait,
+            json,
+        } => jobs::cancel(&config, &job_id, &reason, !no_wait, json).await,
+        Command::Schedule { command } => schedules::run(&config, command).await,
+        Command::Retention { command } => sources::retention(&config, command).await,
+        Command::Audit(args) => sources::audit(&config, args).await,
         Command::Migrate => {
             let activities = activities::EtlActivities::connect(&config).await?;
             drop(activities);
@@ -166,7 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn parse_object_uri(uri: &str) -> anyhow::Result<(String, String)> {
+pub(crate) fn parse_object_uri(uri: &str) -> anyhow::Result<(String, String)> {
     match parse_s3_uri(uri) {
         Some((bucket, key)) if !key.is_empty() && !key.ends_with('/') => Ok((bucket, key)),
         _ => bail!("expected an object URI like s3://bucket/path/file.csv, got {uri:?}"),
@@ -174,7 +243,7 @@ fn parse_object_uri(uri: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// Source names end up in workflow IDs, keys and reports: keep them plain.
-fn check_source(source: &str) -> anyhow::Result<()> {
+pub(crate) fn check_source(source: &str) -> anyhow::Result<()> {
     let ok = !source.is_empty()
         && source.len() <= 100
         && source
@@ -217,65 +286,77 @@ async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<ExitCode> {
     // existing final job (same object version, same source) is returned as is.
     let job = pg.open_job(&request, &workflow_id).await?;
     if job.status == "running" {
-        let client = activities::temporal::connect(config, "etlctl").await?;
-        let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.clone())
-            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-            .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
-            .build();
-        let input = IngestInput {
-            request: request.clone(),
-            resume: None,
-        };
-        let handle = match client
-            .start_workflow(CatalogIngest::run, input, options)
-            .await
-        {
-            Ok(handle) => handle,
-            Err(err) => {
-                let error = format!("could not start workflow {workflow_id}: {err:#}");
-                pg.finalize(
-                    &request.job_id,
-                    &JobOutcome::Failed {
-                        error: error.clone(),
-                    },
-                )
-                .await?;
-                bail!(error);
-            }
-        };
-        if !args.wait {
-            let summary = pg.job_summary(&request.job_id).await?;
-            print_summary(config, &summary, args.json)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        if let Err(err) = handle.get_result(WorkflowGetResultOptions::default()).await {
-            // The workflow records its failure on the job row before failing; this only shows
-            // when it could not (Postgres down at that moment, or the run was terminated).
-            let summary = pg.job_summary(&request.job_id).await?;
-            if summary.status == "running" {
-                pg.finalize(
-                    &request.job_id,
-                    &JobOutcome::Failed {
-                        error: format!("workflow {workflow_id} ended without a result: {err}"),
-                    },
-                )
-                .await?;
-            }
-        }
+        run_job(config, &pg, &request, &workflow_id, args.wait).await?;
     }
     let summary = pg.job_summary(&request.job_id).await?;
     print_summary(config, &summary, args.json)?;
     Ok(exit_code(&summary))
 }
 
-fn exit_code(summary: &JobSummary) -> ExitCode {
+/// Starts (or finds) the workflow of a job whose row exists, and with `wait` waits for it.
+/// A workflow that cannot start fails its job, so no job is left `running` without one.
+pub(crate) async fn run_job(
+    config: &Config,
+    pg: &PgStore,
+    request: &IngestRequest,
+    workflow_id: &str,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let client = activities::temporal::connect(config, "etlctl").await?;
+    let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.to_owned())
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .build();
+    let input = IngestInput {
+        request: request.clone(),
+        resume: None,
+    };
+    let handle = match client
+        .start_workflow(CatalogIngest::run, input, options)
+        .await
+    {
+        Ok(handle) => handle,
+        Err(err) => {
+            let error = format!("could not start workflow {workflow_id}: {err:#}");
+            pg.finalize(
+                &request.job_id,
+                &JobOutcome::Failed {
+                    error: error.clone(),
+                },
+            )
+            .await?;
+            bail!(error);
+        }
+    };
+    if wait && let Err(err) = handle.get_result(WorkflowGetResultOptions::default()).await {
+        // The workflow records its failure on the job row before failing; this only shows
+        // when it could not (Postgres down at that moment, or the run was terminated).
+        let summary = pg.job_summary(&request.job_id).await?;
+        if summary.status == "running" {
+            pg.finalize(
+                &request.job_id,
+                &JobOutcome::Failed {
+                    error: format!("workflow {workflow_id} ended without a result: {err}"),
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn exit_code(summary: &JobSummary) -> ExitCode {
     match summary.status.as_str() {
         "completed" | "running" => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }
 }
 
-fn print_summary(config: &Config, summary: &JobSummary, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_summary(
+    config: &Config,
+    summary: &JobSummary,
+    json: bool,
+) -> anyhow::Result<()> {
     let web_ui = config.workflow_ui_link(&summary.workflow_id);
     let mut out = std::io::stdout().lock();
     if json {
@@ -331,8 +412,62 @@ fn print_summary(config: &Config, summary: &JobSummary, json: bool) -> anyhow::R
             r.ch_items.map_or("-".to_owned(), |n| n.to_string())
         )?;
     }
+    if summary.chunks_clickhouse_pending > 0 {
+        writeln!(
+            out,
+            "clickhouse     {} committed chunks not yet written to ClickHouse",
+            summary.chunks_clickhouse_pending
+        )?;
+    }
+    if let Some(previous) = &summary.supersedes_job_id {
+        writeln!(out, "supersedes     {previous}")?;
+    }
+    if let Some(next) = &summary.superseded_by_job_id {
+        writeln!(
+            out,
+            "superseded by  {next}  at {}",
+            summary.superseded_at.as_deref().unwrap_or("?")
+        )?;
+    }
+    if let Some(verified_at) = &summary.verified_at {
+        writeln!(
+            out,
+            "verified       {verified_at}  {}",
+            match summary.verified_ok {
+                Some(true) => "ok",
+                _ => "MISMATCH (see etlctl reconcile)",
+            }
+        )?;
+    }
     writeln!(out, "workflow       {}", summary.workflow_id)?;
     writeln!(out, "web ui         {web_ui}")?;
+    if let Some(chunks) = &summary.chunk_details {
+        writeln!(
+            out,
+            "\n{:>6} {:>12} {:>12} {:>8} {:>8} {:>8} {:>9} {:>4} {:>9}",
+            "chunk", "bytes from", "to", "rows", "valid", "invalid", "status", "att", "ms"
+        )?;
+        let count = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+        for c in chunks {
+            writeln!(
+                out,
+                "{:>6} {:>12} {:>12} {:>8} {:>8} {:>8} {:>9} {:>4} {:>9}",
+                c.chunk_index,
+                c.byte_start,
+                c.byte_end,
+                count(c.rows_total.or(Some(c.planned_rows))),
+                count(c.rows_valid),
+                count(c.rows_invalid),
+                if c.status == "committed" && !c.clickhouse_written && !summary.dry_run {
+                    "pg-only"
+                } else {
+                    c.status.as_str()
+                },
+                c.attempts,
+                count(c.duration_ms)
+            )?;
+        }
+    }
     Ok(())
 }
 

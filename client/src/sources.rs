@@ -1,0 +1,311 @@
+//! Per-source ingest runs, retention runs and the data-quality audit.
+
+use std::{io::Write, process::ExitCode};
+
+use activities::{
+    audit::Thresholds,
+    config::Config,
+    model::{
+        DEFAULT_CHUNK_BYTES, DEFAULT_HEARTBEAT_TIMEOUT_SECS, DEFAULT_HISTORY_EVENT_BUDGET,
+        DEFAULT_MAX_OBJECTS_PER_RUN, DEFAULT_MAX_PARALLEL_CHUNKS, DEFAULT_MAX_PARALLEL_OBJECTS,
+        DEFAULT_RETENTION_BATCH, DEFAULT_RETENTION_DAYS, DEFAULT_RETENTION_MAX_ROWS,
+        RetentionReport, RetentionRequest, SourceIngestRequest, SourceReport,
+    },
+    pg::PgStore,
+    s3::parse_s3_uri,
+};
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use temporalio_client::{
+    WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
+};
+use workflows::{Retention, SourceIngest};
+
+use crate::check_source;
+
+/// What a source run needs besides the source and its prefix; shared by `ingest-source` and
+/// `schedule create`.
+#[derive(Args, Clone)]
+pub struct SourceRunArgs {
+    /// Source (scraper) name.
+    #[arg(long)]
+    pub source: String,
+    /// The source's prefix, `s3://bucket/prefix/`.
+    #[arg(long)]
+    pub uri: String,
+    /// Objects ingested at once (child workflows).
+    #[arg(long, default_value_t = DEFAULT_MAX_PARALLEL_OBJECTS, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel_objects: u32,
+    /// New objects per run, oldest first; the rest is left for the next run.
+    #[arg(long, default_value_t = DEFAULT_MAX_OBJECTS_PER_RUN, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_objects: u32,
+    #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk_bytes: u64,
+    /// Chunks in parallel within each object.
+    #[arg(long, default_value_t = DEFAULT_MAX_PARALLEL_CHUNKS, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub parallel: u32,
+}
+
+impl SourceRunArgs {
+    pub fn request(&self) -> anyhow::Result<SourceIngestRequest> {
+        check_source(&self.source)?;
+        let Some((bucket, prefix)) = parse_s3_uri(&self.uri) else {
+            bail!(
+                "--uri must be a prefix like s3://bucket/source/, got {:?}",
+                self.uri
+            );
+        };
+        Ok(SourceIngestRequest {
+            source: self.source.clone(),
+            bucket,
+            prefix,
+            max_parallel_objects: self.parallel_objects,
+            max_objects: self.max_objects,
+            chunk_bytes: self.chunk_bytes,
+            max_parallel_chunks: self.parallel,
+            heartbeat_timeout_secs: DEFAULT_HEARTBEAT_TIMEOUT_SECS,
+            history_event_budget: DEFAULT_HISTORY_EVENT_BUDGET,
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct IngestSourceArgs {
+    #[command(flatten)]
+    run: SourceRunArgs,
+    /// Wait for the run and print every object's outcome.
+    #[arg(long)]
+    wait: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// The workflow id of a manual source run: one at a time per source (a second start while
+/// one runs attaches to it). Scheduled runs get the schedule's own ids.
+pub fn manual_source_workflow_id(source: &str) -> String {
+    format!("source-{source}-manual")
+}
+
+pub async fn ingest_source(config: &Config, args: IngestSourceArgs) -> anyhow::Result<ExitCode> {
+    let request = args.run.request()?;
+    let workflow_id = manual_source_workflow_id(&request.source);
+    let client = activities::temporal::connect(config, "etlctl").await?;
+    let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.clone())
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .build();
+    let handle = client
+        .start_workflow(SourceIngest::run, request, options)
+        .await
+        .with_context(|| format!("starting workflow {workflow_id}"))?;
+    let web_ui = config.workflow_ui_link(&workflow_id);
+    if !args.wait {
+        if args.json {
+            println!(
+                "{}",
+                json!({"workflow_id": workflow_id, "status": "running", "web_ui_url": web_ui})
+            );
+        } else {
+            println!("source run {workflow_id} started\nweb ui  {web_ui}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = handle
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+        .with_context(|| format!("source run {workflow_id} failed (see {web_ui})"))?;
+    print_source_report(&report, &workflow_id, &web_ui, args.json)?;
+    Ok(if report.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_source_report(
+    report: &SourceReport,
+    workflow_id: &str,
+    web_ui: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let mut value = serde_json::to_value(report)?;
+        value["workflow_id"] = json!(workflow_id);
+        value["web_ui_url"] = json!(web_ui);
+        writeln!(out, "{}", serde_json::to_string(&value)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "source {} (s3://{}/{}): {} started, {} completed, {} failed, {} skipped, {} left for \
+         the next run",
+        report.source,
+        report.bucket,
+        report.prefix,
+        report.started,
+        report.completed,
+        report.failed,
+        report.skipped,
+        report.remaining
+    )?;
+    for object in &report.objects {
+        writeln!(
+            out,
+            "  {:<15} {}  {}  job {}{}",
+            object.status,
+            object.last_modified,
+            object.key,
+            object.job_id,
+            object
+                .error
+                .as_deref()
+                .map(|e| format!("\n                  error: {e}"))
+                .unwrap_or_default()
+        )?;
+    }
+    writeln!(out, "web ui  {web_ui}")?;
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum RetentionCommand {
+    /// Run the retention workflow now and wait for its report.
+    Run(RetentionArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct RetentionArgs {
+    /// Delete invalid-row logs older than this many days.
+    #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub days: u32,
+    /// Rows per DELETE statement.
+    #[arg(long, default_value_t = DEFAULT_RETENTION_BATCH, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+    /// Rows per run at most (the rest is left for the next run).
+    #[arg(long, default_value_t = DEFAULT_RETENTION_MAX_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rows: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RetentionArgs {
+    pub fn request(&self) -> anyhow::Result<RetentionRequest> {
+        // One activity per batch: keep a run's history far from Temporal's limits.
+        let batches = self.max_rows.div_ceil(u64::from(self.batch_size));
+        if batches > 1_000 {
+            bail!(
+                "--max-rows {} / --batch-size {} is {batches} batches; at most 1000 per run",
+                self.max_rows,
+                self.batch_size
+            );
+        }
+        Ok(RetentionRequest {
+            days: self.days,
+            batch_size: self.batch_size,
+            max_rows: self.max_rows,
+        })
+    }
+}
+
+pub async fn retention(config: &Config, command: RetentionCommand) -> anyhow::Result<ExitCode> {
+    let RetentionCommand::Run(args) = command;
+    let request = args.request()?;
+    let client = activities::temporal::connect(config, "etlctl").await?;
+    let workflow_id = "retention-manual".to_owned();
+    let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.clone())
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .build();
+    let handle = client
+        .start_workflow(Retention::run, request, options)
+        .await
+        .with_context(|| format!("starting workflow {workflow_id}"))?;
+    let report: RetentionReport = handle
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+        .with_context(|| format!("retention run {workflow_id} failed"))?;
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["workflow_id"] = json!(workflow_id);
+        println!("{}", serde_json::to_string(&value)?);
+    } else {
+        println!(
+            "deleted {} invalid-row logs older than {} days (before {}) in {} batches{}",
+            report.deleted,
+            report.days,
+            report.cutoff,
+            report.batches,
+            if report.capped {
+                "; stopped at --max-rows: older rows remain for the next run"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    #[arg(long)]
+    source: Option<String>,
+    #[arg(long)]
+    json: bool,
+    /// Exit 1 when any source is flagged (for cron and CI).
+    #[arg(long)]
+    strict: bool,
+}
+
+pub async fn audit(config: &Config, args: AuditArgs) -> anyhow::Result<ExitCode> {
+    if let Some(source) = &args.source {
+        check_source(source)?;
+    }
+    let pg = PgStore::connect(config).await.context("Postgres")?;
+    let report = pg
+        .audit(args.source.as_deref(), &Thresholds::default())
+        .await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        for s in &report.sources {
+            writeln!(
+                out,
+                "{}: {} items, median price {}, last ingest {}",
+                s.source,
+                s.items,
+                s.median_price.map_or("-".to_owned(), |p| format!("{p:.2}")),
+                s.days_since_last_ingest
+                    .map_or("never".to_owned(), |d| format!("{d:.1} days ago"))
+            )?;
+            let nulls: Vec<String> = s
+                .null_shares
+                .iter()
+                .map(|n| format!("{} {:.1}%", n.field, n.share * 100.0))
+                .collect();
+            writeln!(out, "  null: {}", nulls.join(", "))?;
+            writeln!(
+                out,
+                "  suspicious prices {}, weights out of range {}, empty names {}, last job invalid {}",
+                s.suspicious_prices,
+                s.weights_out_of_range,
+                s.empty_names,
+                s.last_job_invalid_rate
+                    .map_or("-".to_owned(), |r| format!("{:.2}%", r * 100.0))
+            )?;
+            for flag in &s.flags {
+                writeln!(out, "  FLAG {}: {}", flag.check, flag.message)?;
+            }
+        }
+        if report.sources.is_empty() {
+            writeln!(out, "no sources")?;
+        }
+    }
+    Ok(if args.strict && report.flagged_sources > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
