@@ -9,7 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use activities::{config::Config, model::ObjectMeta, s3::ObjectStore};
+use activities::{
+    config::Config,
+    generator::{GeneratedStats, GeneratorConfig, write_catalog},
+    model::ObjectMeta,
+    s3::ObjectStore,
+};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
@@ -31,6 +36,16 @@ pub struct CtlOutput {
 }
 
 impl CtlOutput {
+    /// The command failed with `code` and said `needle` on stderr.
+    pub fn assert_refused(&self, code: i32, needle: &str) {
+        assert_eq!(self.code, code, "{}\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            self.stderr
+        );
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(self.stdout.trim()).unwrap_or_else(|err| {
             panic!(
@@ -39,6 +54,20 @@ impl CtlOutput {
             )
         })
     }
+}
+
+/// A generated catalog and the generator's own expected counts.
+pub fn generated(config: &GeneratorConfig) -> (Vec<u8>, GeneratedStats) {
+    let mut body = Vec::new();
+    let stats = write_catalog(config, &mut body).unwrap();
+    (body, stats)
+}
+
+/// A JSON number, or a panic that shows what was there.
+pub fn u(value: &Value) -> u64 {
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("expected a number, got {value}"))
 }
 
 fn bin_dir() -> PathBuf {
@@ -113,6 +142,12 @@ impl TestEnv {
             s3,
             workers: Vec::new(),
         }
+    }
+
+    /// A source name no other test (or test run) uses: Temporal ids of source runs and
+    /// schedules are namespace-wide.
+    pub fn source_name(&self) -> String {
+        format!("{}-{}", self.name.replace('_', "-"), std::process::id())
     }
 
     pub fn uri(&self, key: &str) -> String {

@@ -3,21 +3,13 @@
 
 use std::time::Duration;
 
-use activities::generator::{GeneratedStats, GeneratorConfig, write_catalog};
+use activities::generator::{GeneratedStats, GeneratorConfig};
 use serde_json::Value;
 
-use crate::harness::{CommittedChunks, TestEnv};
+use crate::harness::{CommittedChunks, TestEnv, generated, u};
 
 fn catalog(config: GeneratorConfig) -> (Vec<u8>, GeneratedStats) {
-    let mut body = Vec::new();
-    let stats = write_catalog(&config, &mut body).unwrap();
-    (body, stats)
-}
-
-fn u(value: &Value) -> u64 {
-    value
-        .as_u64()
-        .unwrap_or_else(|| panic!("expected a number, got {value}"))
+    generated(&config)
 }
 
 /// Both stores hold exactly what the generator wrote: no duplicate and no lost row.

@@ -3,3 +3,4 @@
 mod config;
 mod harness;
 mod ingest;
+mod operations;
