@@ -506,3 +506,17 @@ async fn generate(config: &Config, args: GenerateArgs) -> anyhow::Result<ExitCod
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Catches clashing flags (e.g. two flattened argument groups both declaring `--json`),
+    /// which clap reports only when the command runs.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -172,7 +172,12 @@ fn print_source_report(
 #[derive(Subcommand)]
 pub enum RetentionCommand {
     /// Run the retention workflow now and wait for its report.
-    Run(RetentionArgs),
+    Run {
+        #[command(flatten)]
+        retention: RetentionArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -186,8 +191,6 @@ pub struct RetentionArgs {
     /// Rows per run at most (the rest is left for the next run).
     #[arg(long, default_value_t = DEFAULT_RETENTION_MAX_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rows: u64,
-    #[arg(long)]
-    pub json: bool,
 }
 
 impl RetentionArgs {
@@ -210,7 +213,10 @@ impl RetentionArgs {
 }
 
 pub async fn retention(config: &Config, command: RetentionCommand) -> anyhow::Result<ExitCode> {
-    let RetentionCommand::Run(args) = command;
+    let RetentionCommand::Run {
+        retention: args,
+        json,
+    } = command;
     let request = args.request()?;
     let client = activities::temporal::connect(config, "etlctl").await?;
     let workflow_id = "retention-manual".to_owned();
@@ -226,7 +232,7 @@ pub async fn retention(config: &Config, command: RetentionCommand) -> anyhow::Re
         .get_result(WorkflowGetResultOptions::default())
         .await
         .with_context(|| format!("retention run {workflow_id} failed"))?;
-    if args.json {
+    if json {
         let mut value = serde_json::to_value(&report)?;
         value["workflow_id"] = json!(workflow_id);
         println!("{}", serde_json::to_string(&value)?);

@@ -297,6 +297,27 @@ async fn schedules_create_trigger_describe_list_delete() {
     assert_eq!(env.etlctl(&["schedule", "unpause", &schedule_id]).code, 0);
     assert_eq!(describe()["paused"], false);
 
+    let retention_id = format!("{schedule_id}-retention");
+    let retention = env.etlctl(&[
+        "schedule",
+        "create-retention",
+        "--cron",
+        "0 3 * * *",
+        "--days",
+        "30",
+        "--schedule-id",
+        &retention_id,
+        "--json",
+    ]);
+    assert_eq!(retention.code, 0, "{}", retention.stderr);
+    let retention = env
+        .etlctl(&["schedule", "describe", &retention_id, "--json"])
+        .json();
+    assert_eq!(retention["workflow_type"], "Retention");
+    assert_eq!(retention["input"]["days"], 30);
+    assert_eq!(retention["calendar"][0], "0 3 * * *");
+    assert_eq!(env.etlctl(&["schedule", "delete", &retention_id]).code, 0);
+
     let deleted = env.etlctl(&["schedule", "delete", &schedule_id]);
     assert_eq!(deleted.code, 0, "{}", deleted.stderr);
     let gone = env.etlctl(&["schedule", "describe", &schedule_id]);
