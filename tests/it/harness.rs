@@ -26,6 +26,8 @@ pub struct TestEnv {
     pub ch: clickhouse::Client,
     pub s3: ObjectStore,
     workers: Vec<Child>,
+    /// Every line the workers of this test wrote to stderr (their log).
+    worker_log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// Output of one `etlctl` run.
@@ -141,6 +143,7 @@ impl TestEnv {
             ch,
             s3,
             workers: Vec::new(),
+            worker_log: Default::default(),
         }
     }
 
@@ -160,6 +163,15 @@ impl TestEnv {
 
     /// Starts a worker and returns once it is polling (it prints "etl-worker ready").
     pub fn start_worker(&mut self) {
+        self.start_worker_with(&[]);
+    }
+
+    /// The same, with some settings overridden; every later `etlctl` run gets them too.
+    pub fn start_worker_with(&mut self, overrides: &[(&str, &str)]) {
+        for (key, value) in overrides {
+            self.env.retain(|(k, _)| k != key);
+            self.env.push(((*key).to_owned(), (*value).to_owned()));
+        }
         let mut child = Command::new(bin_dir().join("etl-worker"))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -169,9 +181,11 @@ impl TestEnv {
         let stderr = child.stderr.take().unwrap();
         let (ready_tx, ready_rx) = mpsc::channel();
         let name = self.name.clone();
+        let log = self.worker_log.clone();
         std::thread::spawn(move || {
             let mut ready_tx = Some(ready_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line.clone());
                 if line.contains("etl-worker ready")
                     && let Some(tx) = ready_tx.take()
                 {
@@ -186,6 +200,19 @@ impl TestEnv {
             .recv_timeout(Duration::from_secs(60))
             .expect("worker became ready");
         self.workers.push(child);
+    }
+
+    pub fn worker_log(&self) -> String {
+        self.worker_log.lock().unwrap().join("\n")
+    }
+
+    /// A setting as this test's processes see it.
+    pub fn setting(&self, key: &str) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(key).ok())
     }
 
     /// Runs a worker with `overrides` that must make it fail at start-up; returns its exit
@@ -233,8 +260,61 @@ impl TestEnv {
         self.etlctl(&args)
     }
 
-    /// Runs (including continued-as-new ones) of a workflow id, from the Temporal CLI.
-    pub fn temporal_runs(&self, workflow_id: &str) -> usize {
+    /// The full event history of every run of a workflow id, as the Temporal CLI prints it.
+    pub fn temporal_history(&self, workflow_id: &str) -> String {
+        let address =
+            std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned());
+        let output = Command::new("temporal")
+            .args(["workflow", "show", "--output", "json", "--address"])
+            .arg(address.trim_start_matches("http://"))
+            .args(["--workflow-id", workflow_id])
+            .output()
+            .expect("temporal CLI");
+        assert!(
+            output.status.success(),
+            "temporal workflow show {workflow_id}"
+        );
+        let mut history = String::from_utf8_lossy(&output.stdout).into_owned();
+        // Payloads are base64 in the CLI's JSON: append them decoded, so a search sees them.
+        fn decode_payloads(value: &Value, out: &mut String) {
+            use base64::Engine;
+            match value {
+                Value::Object(map) => {
+                    for (key, v) in map {
+                        match (key.as_str(), v) {
+                            ("data", Value::String(data)) => {
+                                if let Ok(bytes) =
+                                    base64::engine::general_purpose::STANDARD.decode(data)
+                                {
+                                    out.push('\n');
+                                    out.push_str(&String::from_utf8_lossy(&bytes));
+                                }
+                            }
+                            _ => decode_payloads(v, out),
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|v| decode_payloads(v, out)),
+                _ => {}
+            }
+        }
+        let parsed: Value = serde_json::from_str(&history).unwrap_or(Value::Null);
+        decode_payloads(&parsed, &mut history);
+        history
+    }
+
+    /// History length of each closed run (continued-as-new ones included) of a workflow id.
+    pub fn history_lengths(&self, workflow_id: &str) -> Vec<u64> {
+        self.workflow_runs(workflow_id)
+            .iter()
+            .filter_map(|run| match &run["historyLength"] {
+                Value::String(n) => n.parse().ok(),
+                n => n.as_u64(),
+            })
+            .collect()
+    }
+
+    fn workflow_runs(&self, workflow_id: &str) -> Vec<Value> {
         let address =
             std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned());
         let output = Command::new("temporal")
@@ -243,8 +323,15 @@ impl TestEnv {
             .args(["--query", &format!("WorkflowId = '{workflow_id}'")])
             .output()
             .expect("temporal CLI");
-        let runs: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-        runs.as_array().map_or(0, Vec::len)
+        match serde_json::from_slice(&output.stdout) {
+            Ok(Value::Array(runs)) => runs,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Runs (including continued-as-new ones) of a workflow id, from the Temporal CLI.
+    pub fn temporal_runs(&self, workflow_id: &str) -> usize {
+        self.workflow_runs(workflow_id).len()
     }
 
     pub async fn scalar(&self, sql: &str, job_id: &str) -> i64 {

@@ -625,3 +625,32 @@ async fn text_fields_round_trip_exactly() {
         .unwrap();
     assert_eq!(ch_images, images);
 }
+
+/// The bound: a file planned into 5,000+ chunks completes with exact counts, and no
+/// run of its workflow comes near Temporal's limits (at most 10,000 events per run) with the
+/// default history budget.
+#[tokio::test(flavor = "multi_thread")]
+async fn five_thousand_chunks_stay_far_below_the_history_limit() {
+    let mut env = TestEnv::new("history").await;
+    env.start_worker();
+    let (body, stats) = catalog(GeneratorConfig {
+        rows: 5_200,
+        seed: 32,
+        ..GeneratorConfig::default()
+    });
+    env.put("cotopaxi/history.csv", body).await;
+    // One record per chunk.
+    let out = env.ingest(
+        "cotopaxi/history.csv",
+        &["--wait", "--chunk-bytes", "1", "--parallel", "8"],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let summary = out.json();
+    assert!(u(&summary["chunks"]) >= 5_000, "{summary}");
+    assert_reconciled(&env, &summary, &stats).await;
+    let lengths = env.history_lengths(summary["workflow_id"].as_str().unwrap());
+    assert!(lengths.len() >= 2, "continued as new: {lengths:?}");
+    let longest = *lengths.iter().max().unwrap();
+    assert!(longest <= 10_000, "a run has {longest} events: {lengths:?}");
+    eprintln!("history of the 5,200-chunk job: runs {lengths:?}");
+}

@@ -4,3 +4,4 @@ mod config;
 mod harness;
 mod ingest;
 mod operations;
+mod security;
