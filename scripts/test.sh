@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests and the end-to-end tests against the local stack (`make up`).
+# Runs the tests against the local stack (`make up`):
+#   scripts/test.sh          every test: unit and end-to-end tests, then the fault-injection tests
+#   scripts/test.sh faults   the fault-injection tests only (`make test-faults`)
 # One build profile (release) serves tests, demo and bench, so a fresh machine builds once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash scripts/stack.sh env)"
 cargo build --release --workspace --bins
 export ETL_BIN_DIR="$PWD/target/release"
+
+# The fault tests stop and restart shared services (Postgres, ClickHouse, Garage): they run
+# after everything else, one at a time.
+run_faults() {
+  cargo test --release -p etl-tests -- --test-threads=1 faults::
+}
+
+if [ "${1:-}" = faults ]; then
+  run_faults
+  exit
+fi
+status=0
 # Each end-to-end test runs its own worker process; four at a time fit two cores.
-cargo test --release --workspace --no-fail-fast -- --test-threads="${ETL_TEST_THREADS:-4}"
+cargo test --release --workspace --no-fail-fast -- --test-threads="${ETL_TEST_THREADS:-4}" \
+  --skip faults:: || status=$?
+run_faults || status=$?
+exit "$status"

@@ -28,6 +28,13 @@ const MIGRATIONS: &[(&str, &str)] = &[
 /// millionths. Prices are below 10,000,000 by contract, so this never overflows.
 const PRICE_SCALE: u32 = 6;
 
+/// The ClickHouse inserts of one chunk that a previous attempt completed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WrittenAlready {
+    pub items: bool,
+    pub observations: bool,
+}
+
 #[derive(Clone)]
 pub struct ChStore {
     client: Client,
@@ -120,17 +127,72 @@ impl ChStore {
         Ok(())
     }
 
+    /// Which of the chunk's two inserts already landed, for a retry of a chunk whose attempt
+    /// died after writing ClickHouse but before the ledger said so. Each insert is one block
+    /// (a chunk is far below `max_insert_block_size`), so it landed whole or not at all; a
+    /// retry writes only what is missing and leaves no physical duplicate behind.
+    pub async fn written_already(
+        &self,
+        job_id: &str,
+        parsed: &ParsedChunk,
+    ) -> Result<WrittenAlready, EtlError> {
+        let (Some(first), Some(last)) = (parsed.valid.first(), parsed.valid.last()) else {
+            return Ok(WrittenAlready::default());
+        };
+        let mut present = [false; 2];
+        for (table, found) in ["catalog_items", "catalog_item_observations"]
+            .into_iter()
+            .zip(&mut present)
+        {
+            let rows: u64 = self
+                .client
+                .query(&format!(
+                    "SELECT count() FROM {table} WHERE job_id = ? AND row_number BETWEEN ? AND ?"
+                ))
+                .bind(job_id)
+                .bind(first.row_number)
+                .bind(last.row_number)
+                .fetch_one()
+                .await?;
+            *found = rows > 0;
+        }
+        Ok(WrittenAlready {
+            items: present[0],
+            observations: present[1],
+        })
+    }
+
     pub async fn write_chunk(
         &self,
         source: &str,
         job_id: &str,
         modified_at: DateTime<Utc>,
         parsed: &ParsedChunk,
+        already: WrittenAlready,
     ) -> Result<(), EtlError> {
         if parsed.valid.is_empty() {
             return Ok(());
         }
         let observed_at = modified_at.timestamp().clamp(0, u32::MAX as i64) as u32;
+        if !already.items {
+            self.write_items(source, job_id, modified_at, observed_at, parsed)
+                .await?;
+        }
+        if !already.observations {
+            self.write_observations(source, job_id, observed_at, parsed)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn write_items(
+        &self,
+        source: &str,
+        job_id: &str,
+        modified_at: DateTime<Utc>,
+        observed_at: u32,
+        parsed: &ParsedChunk,
+    ) -> Result<(), EtlError> {
         let mut items: Insert<ItemRow<'_>> = self.client.insert("catalog_items").await?;
         for row in parsed.latest_per_sku() {
             let item = &row.item;
@@ -158,6 +220,16 @@ impl ChStore {
                 .await?;
         }
         items.end().await?;
+        Ok(())
+    }
+
+    async fn write_observations(
+        &self,
+        source: &str,
+        job_id: &str,
+        observed_at: u32,
+        parsed: &ParsedChunk,
+    ) -> Result<(), EtlError> {
         let mut observations: Insert<ObservationRow<'_>> =
             self.client.insert("catalog_item_observations").await?;
         for row in &parsed.valid {

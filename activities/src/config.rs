@@ -5,6 +5,8 @@
 
 use std::{env, fmt, time::Duration};
 
+use crate::pause::PausePoint;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} is invalid: {reason}")]
@@ -55,6 +57,9 @@ pub struct Config {
     /// Buckets the worker checks at start-up (`ETL_CHECK_BUCKETS`, comma-separated), so missing
     /// buckets or wrong credentials fail at once instead of inside the first job.
     pub check_buckets: Vec<String>,
+    /// `ETL_PAUSE_AT`: a step where the worker stops for fault-injection tests (never set in
+    /// production).
+    pub pause_at: Option<PausePoint>,
 }
 
 pub const DEFAULT_ACCESS_KEY_ID: &str = "GK0123456789abcdef01234567";
@@ -136,6 +141,13 @@ impl Config {
                 name: "ETL_MAX_CONCURRENT_ACTIVITIES",
                 reason: "expected a positive integer".to_owned(),
             })?;
+        let pause_at = match env::var("ETL_PAUSE_AT") {
+            Ok(v) if !v.is_empty() => Some(v.parse().map_err(|reason| ConfigError::Invalid {
+                name: "ETL_PAUSE_AT",
+                reason,
+            })?),
+            _ => None,
+        };
         Ok(Self {
             temporal_address,
             temporal_namespace: var("TEMPORAL_NAMESPACE", "default"),
@@ -160,6 +172,7 @@ impl Config {
                 .filter(|b| !b.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            pause_at,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod generator;
 pub mod model;
 pub mod ops;
+pub mod pause;
 pub mod pg;
 pub mod planner;
 pub mod s3;
@@ -23,7 +24,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::{
-    ch::ChStore,
+    ch::{ChStore, WrittenAlready},
     chunk::{parse_chunk, parse_header},
     config::Config,
     error::EtlError,
@@ -31,6 +32,7 @@ use crate::{
         ChunkOutcome, ChunkTask, FinalizeRequest, IngestRequest, JobTotals, ObjectMeta, PlanResult,
         Reconciliation, RetentionBatch, RetentionBatchResult, SourceIngestRequest, SourceListing,
     },
+    pause::PausePoint,
     pg::PgStore,
     planner::ChunkPlanner,
     s3::ObjectStore,
@@ -38,6 +40,21 @@ use crate::{
 
 /// Heartbeat at least this often while scanning an object during planning.
 const PLAN_HEARTBEAT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Short activities heartbeat this often, whatever they wait on, so a worker that dies inside
+/// one is noticed within the workflow's heartbeat timeout instead of the start-to-close timeout.
+pub const SHORT_ACTIVITY_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn heartbeating<T>(ctx: &ActivityContext, work: impl Future<Output = T>) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut ticker = tokio::time::interval(SHORT_ACTIVITY_HEARTBEAT);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticker.tick() => ctx.record_heartbeat(()).await.ok(),
+        };
+    }
+}
 
 /// The clients every activity shares.
 pub struct EtlActivities {
@@ -141,6 +158,7 @@ impl EtlActivities {
                 request.bucket, request.key, object.size
             )));
         }
+        pause::reached(PausePoint::Plan).await;
         let plan = planner.finish();
         let bad_header = |reason: String| EtlError::BadHeader {
             bucket: request.bucket.clone(),
@@ -219,19 +237,31 @@ impl EtlActivities {
                 ),
             });
         }
-        let outcome = match work.committed {
-            Some(outcome) => outcome,
+        let (outcome, already) = match work.committed {
+            Some(outcome) => {
+                let already = self.ch.written_already(&task.job_id, &parsed).await?;
+                (outcome, already)
+            }
             None => {
-                self.pg
+                let outcome = self
+                    .pg
                     .commit_chunk(&task.job_id, task.chunk_index, &work, &parsed)
-                    .await?
+                    .await?;
+                (outcome, WrittenAlready::default())
             }
         };
         let postgres = started.elapsed() - read - parse;
         if !work.dry_run {
+            pause::reached(PausePoint::ChunkBeforeClickHouse).await;
             ctx.record_heartbeat(task.chunk_index).await.ok();
             self.ch
-                .write_chunk(&work.source, &task.job_id, work.last_modified, &parsed)
+                .write_chunk(
+                    &work.source,
+                    &task.job_id,
+                    work.last_modified,
+                    &parsed,
+                    already,
+                )
                 .await?;
             self.pg
                 .mark_clickhouse_written(&task.job_id, task.chunk_index)
@@ -258,6 +288,7 @@ impl EtlActivities {
                 totals.chunks_committed, totals.chunks
             )));
         }
+        pause::reached(PausePoint::Aggregate).await;
         self.pg.store_totals(job_id, &totals).await?;
         Ok(totals)
     }
@@ -352,10 +383,10 @@ impl EtlActivities {
     #[activity]
     pub async fn aggregate(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         job_id: String,
     ) -> Result<JobTotals, ActivityError> {
-        self.job_totals(&job_id)
+        heartbeating(&ctx, self.job_totals(&job_id))
             .await
             .map_err(EtlError::into_activity_error)
     }
@@ -364,10 +395,10 @@ impl EtlActivities {
     #[activity]
     pub async fn reconcile(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         job_id: String,
     ) -> Result<Reconciliation, ActivityError> {
-        self.reconcile_job(&job_id)
+        heartbeating(&ctx, self.reconcile_job(&job_id))
             .await
             .map_err(EtlError::into_activity_error)
     }
@@ -376,10 +407,10 @@ impl EtlActivities {
     #[activity]
     pub async fn list_source_objects(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         request: SourceIngestRequest,
     ) -> Result<SourceListing, ActivityError> {
-        async {
+        let listing = async {
             let listing = self.s3.list(&request.bucket, &request.prefix).await?;
             let (to_ingest, skipped, remaining) = self
                 .pg
@@ -390,20 +421,20 @@ impl EtlActivities {
                 skipped,
                 remaining,
             })
-        }
-        .await
-        .map_err(EtlError::into_activity_error)
+        };
+        heartbeating(&ctx, listing)
+            .await
+            .map_err(EtlError::into_activity_error)
     }
 
     /// Status and error of each job, from the job rows.
     #[activity]
     pub async fn job_outcomes(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         job_ids: Vec<String>,
     ) -> Result<Vec<(String, String, Option<String>)>, ActivityError> {
-        self.pg
-            .job_outcomes(&job_ids)
+        heartbeating(&ctx, self.pg.job_outcomes(&job_ids))
             .await
             .map_err(EtlError::into_activity_error)
     }
@@ -412,11 +443,10 @@ impl EtlActivities {
     #[activity]
     pub async fn delete_expired_invalid_rows(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         batch: RetentionBatch,
     ) -> Result<RetentionBatchResult, ActivityError> {
-        self.pg
-            .delete_expired_invalid_rows(&batch)
+        heartbeating(&ctx, self.pg.delete_expired_invalid_rows(&batch))
             .await
             .map_err(EtlError::into_activity_error)
     }
@@ -425,11 +455,10 @@ impl EtlActivities {
     #[activity]
     pub async fn finalize(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         request: FinalizeRequest,
     ) -> Result<(), ActivityError> {
-        self.pg
-            .finalize(&request.job_id, &request.outcome)
+        heartbeating(&ctx, self.pg.finalize(&request.job_id, &request.outcome))
             .await
             .map_err(EtlError::into_activity_error)
     }

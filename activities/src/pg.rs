@@ -267,6 +267,7 @@ impl PgStore {
             .await?;
         }
         record_invalid(&mut tx, id, chunk_index, parsed).await?;
+        crate::pause::reached(crate::pause::PausePoint::ChunkBeforeCommit).await;
         let outcome = ChunkOutcome {
             chunk_index,
             rows_total: parsed.rows_total,

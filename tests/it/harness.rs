@@ -172,8 +172,19 @@ impl TestEnv {
             self.env.retain(|(k, _)| k != key);
             self.env.push(((*key).to_owned(), (*value).to_owned()));
         }
+        self.spawn_worker(&[]);
+    }
+
+    /// A worker that stops at `point` (`ETL_PAUSE_AT`), for a test to kill it there; workers
+    /// started later do not pause.
+    pub fn start_worker_pausing_at(&mut self, point: &str) {
+        self.spawn_worker(&[("ETL_PAUSE_AT", point)]);
+    }
+
+    fn spawn_worker(&mut self, only_this_worker: &[(&str, &str)]) {
         let mut child = Command::new(bin_dir().join("etl-worker"))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(only_this_worker.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -204,6 +215,25 @@ impl TestEnv {
 
     pub fn worker_log(&self) -> String {
         self.worker_log.lock().unwrap().join("\n")
+    }
+
+    /// Polls the workers' log until a line contains `needle`; panics after `timeout`.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self
+            .worker_log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {needle:?} in the worker log:\n{}",
+                self.worker_log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// A setting as this test's processes see it.
@@ -238,6 +268,27 @@ impl TestEnv {
             worker.kill().unwrap();
             worker.wait().unwrap();
         }
+    }
+
+    /// SIGKILL to the oldest running worker only.
+    pub fn kill_first_worker(&mut self) {
+        let mut worker = self.workers.remove(0);
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+    }
+
+    /// Stops a shared service; it is started again by [`StoppedService::start`], or when the
+    /// guard drops (a failing test must not leave the stack down for the next one).
+    pub fn stop_service<'a>(&self, service: &'a str) -> StoppedService<'a> {
+        stack("stop", service);
+        StoppedService {
+            service,
+            started: false,
+        }
+    }
+
+    pub fn restart_service(&self, service: &str) {
+        stack("restart", service);
     }
 
     pub fn etlctl(&self, args: &[&str]) -> CtlOutput {
@@ -379,6 +430,41 @@ impl AsyncCheck for CommittedChunks<'_> {
         .map(|n| n >= self.at_least)
         .unwrap_or(false)
     }
+}
+
+pub struct StoppedService<'a> {
+    service: &'a str,
+    started: bool,
+}
+
+impl StoppedService<'_> {
+    pub fn start(mut self) {
+        self.started = true;
+        stack("start", self.service);
+    }
+}
+
+impl Drop for StoppedService<'_> {
+    fn drop(&mut self) {
+        if !self.started {
+            stack("start", self.service);
+        }
+    }
+}
+
+/// `scripts/stack.sh stop|start|restart <service>` against the shared local stack.
+fn stack(action: &str, service: &str) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack.sh");
+    let output = Command::new("bash")
+        .arg(script)
+        .args([action, service])
+        .output()
+        .expect("bash");
+    assert!(
+        output.status.success(),
+        "stack.sh {action} {service}:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 impl Drop for TestEnv {

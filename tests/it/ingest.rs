@@ -6,14 +6,14 @@ use std::time::Duration;
 use activities::generator::{GeneratedStats, GeneratorConfig};
 use serde_json::Value;
 
-use crate::harness::{CommittedChunks, TestEnv, generated, u};
+use crate::harness::{TestEnv, generated, u};
 
-fn catalog(config: GeneratorConfig) -> (Vec<u8>, GeneratedStats) {
+pub(crate) fn catalog(config: GeneratorConfig) -> (Vec<u8>, GeneratedStats) {
     generated(&config)
 }
 
 /// Both stores hold exactly what the generator wrote: no duplicate and no lost row.
-async fn assert_reconciled(env: &TestEnv, summary: &Value, stats: &GeneratedStats) {
+pub(crate) async fn assert_reconciled(env: &TestEnv, summary: &Value, stats: &GeneratedStats) {
     let job_id = summary["job_id"].as_str().unwrap();
     assert_eq!(summary["status"], "completed", "{summary}");
     assert_eq!(summary["error"], Value::Null);
@@ -325,113 +325,7 @@ async fn header_errors_fail_the_job_and_write_nothing() {
     assert_eq!(u(&summary["chunks"]), 0);
 }
 
-#[tokio::test]
-async fn an_object_replaced_mid_job_fails_closed() {
-    let mut env = TestEnv::new("replaced").await;
-    env.start_worker();
-    let (body, _) = catalog(GeneratorConfig {
-        rows: 800,
-        seed: 3,
-        ..GeneratorConfig::default()
-    });
-    env.put("cotopaxi/replaced.csv", body).await;
-    let started = env.ingest(
-        "cotopaxi/replaced.csv",
-        &["--chunk-bytes", "64", "--parallel", "1"],
-    );
-    assert_eq!(started.code, 0, "{}{}", started.stdout, started.stderr);
-    let job_id = started.json()["job_id"].as_str().unwrap().to_owned();
-    env.wait_for(
-        "the first chunks to commit",
-        Duration::from_secs(60),
-        CommittedChunks {
-            job_id: &job_id,
-            at_least: 2,
-        },
-    )
-    .await;
-    let (new_body, _) = catalog(GeneratorConfig {
-        rows: 800,
-        seed: 4,
-        sku_prefix: "NEWVERSION".to_owned(),
-        ..GeneratorConfig::default()
-    });
-    env.put("cotopaxi/replaced.csv", new_body).await;
-
-    let shown = wait_until_final(&env, &job_id).await;
-    assert_eq!(shown["status"], "failed", "{shown}");
-    let error = shown["error"].as_str().unwrap();
-    assert!(error.contains("source changed"), "{error}");
-    let mixed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM catalog_items WHERE sku LIKE 'NEWVERSION%'")
-            .fetch_one(&env.pg)
-            .await
-            .unwrap();
-    assert_eq!(mixed, 0, "no row of the new version is mixed in");
-    let ch_mixed: u64 = env
-        .ch
-        .query("SELECT count() FROM catalog_item_observations WHERE sku LIKE 'NEWVERSION%'")
-        .fetch_one()
-        .await
-        .unwrap();
-    assert_eq!(ch_mixed, 0);
-    // What was committed before the change is reported, exactly once.
-    let committed = env
-        .scalar(
-            "SELECT coalesce(sum(rows_total), 0)::bigint FROM etl_chunks WHERE job_id = $1 AND status = 'committed'",
-            &job_id,
-        )
-        .await;
-    assert_eq!(u(&shown["rows_total"]), committed as u64);
-}
-
-#[tokio::test]
-async fn a_worker_killed_mid_job_leaves_exact_counts() {
-    let mut env = TestEnv::new("killed").await;
-    env.start_worker();
-    let (body, stats) = catalog(GeneratorConfig {
-        rows: 600,
-        seed: 9,
-        invalid_per_mille: 50,
-        ..GeneratorConfig::default()
-    });
-    env.put("cotopaxi/killed.csv", body).await;
-    let started = env.ingest(
-        "cotopaxi/killed.csv",
-        &[
-            "--chunk-bytes",
-            "300",
-            "--parallel",
-            "4",
-            "--heartbeat-timeout",
-            "3",
-        ],
-    );
-    assert_eq!(started.code, 0, "{}{}", started.stdout, started.stderr);
-    let job_id = started.json()["job_id"].as_str().unwrap().to_owned();
-    env.wait_for(
-        "some chunks to commit",
-        Duration::from_secs(60),
-        CommittedChunks {
-            job_id: &job_id,
-            at_least: 5,
-        },
-    )
-    .await;
-    env.kill_workers();
-    env.start_worker();
-    let summary = wait_until_final(&env, &job_id).await;
-    assert_reconciled(&env, &summary, &stats).await;
-    let retried = env
-        .scalar(
-            "SELECT count(*) FROM etl_chunks WHERE job_id = $1 AND attempts > 1",
-            &job_id,
-        )
-        .await;
-    assert!(retried >= 1, "the killed worker's chunks were retried");
-}
-
-async fn wait_until_final(env: &TestEnv, job_id: &str) -> Value {
+pub(crate) async fn wait_until_final(env: &TestEnv, job_id: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
         let shown = env.etlctl(&["jobs", "show", job_id, "--json"]).json();

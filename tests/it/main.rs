@@ -1,6 +1,6 @@
 //! Integration tests: one binary, run against the local stack started by `make up`.
 
-mod config;
+mod faults;
 mod harness;
 mod ingest;
 mod operations;

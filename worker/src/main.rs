@@ -33,6 +33,7 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let config = Config::from_env().context("configuration")?;
+    activities::pause::arm(config.pause_at);
     let activities = EtlActivities::connect(&config).await?;
     for bucket in &config.check_buckets {
         activities

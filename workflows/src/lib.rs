@@ -17,7 +17,7 @@ use std::{
 };
 
 use activities::{
-    EtlActivities,
+    EtlActivities, SHORT_ACTIVITY_HEARTBEAT,
     model::{
         ChunkOutcome, ChunkTask, FinalizeRequest, IngestRequest, JobOutcome, JobTotals, PlanResult,
         Progress, Reconciliation,
@@ -82,9 +82,12 @@ pub(crate) fn retry_policy(maximum_attempts: u32) -> RetryPolicy {
 
 /// Activities run on a token detached from workflow cancellation: a cancelled job lets the
 /// activity in flight finish (a chunk is never cut between its Postgres commit and its
-/// ClickHouse write) and stops at the next step.
+/// ClickHouse write) and stops at the next step. Short activities heartbeat every
+/// `SHORT_ACTIVITY_HEARTBEAT`: a worker killed inside one costs seconds, not the 5 minutes of
+/// the start-to-close timeout.
 pub(crate) fn short_activity() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(300))
+        .heartbeat_timeout(SHORT_ACTIVITY_HEARTBEAT * 5)
         .retry_policy(retry_policy(10))
         .cancellation_token(WorkflowCancellationToken::new())
         .build()
