@@ -573,7 +573,7 @@ async fn write_items(
     }
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS stage_items (
-             sku text, name text, brand text, category text, description text, price numeric,
+             sku text COLLATE \"C\", name text, brand text, category text, description text, price numeric,
              currency text, weight_grams numeric, availability text, product_url text,
              image_urls text[], attributes jsonb, row_number bigint
          ) ON COMMIT DELETE ROWS",
