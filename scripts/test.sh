@@ -11,8 +11,10 @@ export ETL_BIN_DIR="$PWD/target/release"
 
 # The fault tests stop and restart shared services (Postgres, ClickHouse, Garage): they run
 # after everything else, one at a time.
+# `--workspace` like the run above, so cargo reuses its build (another crate selection would
+# resolve other features and rebuild half the dependency tree).
 run_faults() {
-  cargo test --release -p etl-tests -- --test-threads=1 faults::
+  cargo test --release --workspace -- --test-threads=1 faults::
 }
 
 if [ "${1:-}" = faults ]; then

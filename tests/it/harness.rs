@@ -313,14 +313,7 @@ impl TestEnv {
 
     /// The full event history of every run of a workflow id, as the Temporal CLI prints it.
     pub fn temporal_history(&self, workflow_id: &str) -> String {
-        let address =
-            std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned());
-        let output = Command::new("temporal")
-            .args(["workflow", "show", "--output", "json", "--address"])
-            .arg(address.trim_start_matches("http://"))
-            .args(["--workflow-id", workflow_id])
-            .output()
-            .expect("temporal CLI");
+        let output = temporal_cli(&["show", "--workflow-id", workflow_id]);
         assert!(
             output.status.success(),
             "temporal workflow show {workflow_id}"
@@ -366,14 +359,8 @@ impl TestEnv {
     }
 
     fn workflow_runs(&self, workflow_id: &str) -> Vec<Value> {
-        let address =
-            std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned());
-        let output = Command::new("temporal")
-            .args(["workflow", "list", "--output", "json", "--address"])
-            .arg(address.trim_start_matches("http://"))
-            .args(["--query", &format!("WorkflowId = '{workflow_id}'")])
-            .output()
-            .expect("temporal CLI");
+        let query = format!("WorkflowId = '{workflow_id}'");
+        let output = temporal_cli(&["list", "--query", &query]);
         match serde_json::from_slice(&output.stdout) {
             Ok(Value::Array(runs)) => runs,
             _ => Vec::new(),
@@ -450,6 +437,18 @@ impl Drop for StoppedService<'_> {
             stack("start", self.service);
         }
     }
+}
+
+/// `temporal workflow <args> --output json` against the test stack's Temporal server.
+fn temporal_cli(args: &[&str]) -> std::process::Output {
+    let address = std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".to_owned());
+    Command::new("temporal")
+        .arg("workflow")
+        .args(args)
+        .args(["--output", "json", "--address"])
+        .arg(address.trim_start_matches("http://"))
+        .output()
+        .expect("temporal CLI")
 }
 
 /// `scripts/stack.sh stop|start|restart <service>` against the shared local stack.

@@ -71,7 +71,7 @@ enum Stop {
     Cancelled(Option<String>),
 }
 
-pub(crate) fn retry_policy(maximum_attempts: u32) -> RetryPolicy {
+fn retry_policy(maximum_attempts: u32) -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_secs(1))
         .backoff_coefficient(2.0)
