@@ -89,7 +89,8 @@ async fn assert_exact_without_duplicates(env: &TestEnv, job_id: &str, stats: &Ge
     assert_eq!(raw, stats.rows_valid, "raw ClickHouse observations");
 }
 
-/// SIGKILLs a worker paused at `point`, restarts a plain one; returns the job for more checks.
+/// A worker SIGKILLed where it paused at `point`; the caller checks the state the kill left and
+/// starts a plain worker.
 async fn kill_at(name: &str, point: &str, seed: u64) -> (TestEnv, String, GeneratedStats) {
     let mut env = TestEnv::new(name).await;
     env.start_worker_pausing_at(point);
