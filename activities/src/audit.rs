@@ -69,7 +69,10 @@ pub struct Flag {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceAudit {
     pub source: String,
+    /// Listed items: the current catalog every other figure describes.
     pub items: u64,
+    /// Items delisted by a snapshot that no longer mentioned them.
+    pub delisted: u64,
     pub null_shares: Vec<NullShare>,
     pub suspicious_prices: u64,
     pub median_price: Option<f64>,
@@ -208,7 +211,13 @@ impl PgStore {
                         count(*) FILTER (WHERE weight_grams < 1 OR weight_grams > 100000)
                             AS weights_out_of_range,
                         count(*) FILTER (WHERE btrim(name) = '') AS empty_names
-                 FROM catalog_items WHERE $1::text IS NULL OR source = $1
+                 FROM catalog_items
+                 WHERE ($1::text IS NULL OR source = $1) AND delisted_at IS NULL
+                 GROUP BY source
+             ),
+             delisted AS (
+                 SELECT source, count(*) AS delisted FROM catalog_items
+                 WHERE ($1::text IS NULL OR source = $1) AND delisted_at IS NOT NULL
                  GROUP BY source
              ),
              last_completed AS (
@@ -221,6 +230,7 @@ impl PgStore {
                  ORDER BY source, finished_at DESC NULLS LAST, created_at DESC
              )
              SELECT s.source, coalesce(i.items, 0) AS items,
+                    coalesce(d.delisted, 0) AS delisted,
                     coalesce(i.price_nulls, 0) AS price_nulls,
                     coalesce(i.brand_nulls, 0) AS brand_nulls,
                     coalesce(i.description_nulls, 0) AS description_nulls,
@@ -238,6 +248,7 @@ impl PgStore {
                     l.id AS last_job_id, l.rows_total AS last_rows, l.rows_invalid AS last_invalid
              FROM sources s
              LEFT JOIN items i USING (source)
+             LEFT JOIN delisted d USING (source)
              LEFT JOIN last_completed c USING (source)
              LEFT JOIN last_job l USING (source)
              ORDER BY s.source",
@@ -265,6 +276,7 @@ impl PgStore {
             let mut audit = SourceAudit {
                 source: row.get("source"),
                 items,
+                delisted: count(row, "delisted"),
                 null_shares,
                 suspicious_prices: count(row, "suspicious_prices"),
                 median_price: row.get("median_price"),
@@ -303,6 +315,7 @@ mod tests {
         SourceAudit {
             source: "s".into(),
             items,
+            delisted: 0,
             null_shares: OPTIONAL_FIELDS
                 .iter()
                 .map(|f| NullShare {

@@ -1,18 +1,26 @@
-//! ClickHouse, the analytics copy. Writes are replay-safe: both tables are ReplacingMergeTree
-//! keyed so that a replayed chunk writes rows identical to the ones it replaces.
+//! ClickHouse, the analytics copy: the current catalog (a replica of Postgres' rows, ordered by
+//! their revision) and the history of observations (one per object version and row).
+//!
+//! Writes are exact even when repeated: observation blocks carry a deduplication token made of
+//! the object version and the chunk's byte range (a replay or a zombie attempt's insert is
+//! dropped by the server), and a repeated catalog block is identical and dropped by its hash.
 
 use chrono::{DateTime, Utc};
-use clickhouse::{Client, Row, insert::Insert};
+use clickhouse::{Client, Row};
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde::Serialize;
+use std::time::Duration;
 
 use crate::{
-    chunk::ParsedChunk,
-    config::{ClickHouseCompression, Config},
+    chunk::{ParsedChunk, ValidRow},
+    config::Config,
     contract::Availability,
     error::EtlError,
+    model::CatalogSide,
+    pg::{CatalogItemRow, ObjectVersion},
 };
 
+/// Versioned DDL, applied once each and recorded in `schema_migrations`.
 const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_catalog_items",
@@ -24,16 +32,19 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The oldest ClickHouse the worker runs against: `ReplacingMergeTree(version, is_deleted)`,
+/// `insert_deduplication_token` on non-replicated tables and typed RowBinary all need it.
+pub const MIN_VERSION: (u32, u32) = (23, 8);
+
 /// Prices are stored as `Decimal(18, 6)`: RowBinary carries them as the integer count of
 /// millionths. Prices are below 10,000,000 by contract, so this never overflows.
 const PRICE_SCALE: u32 = 6;
 
-/// The ClickHouse inserts of one chunk that a previous attempt completed.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct WrittenAlready {
-    pub items: bool,
-    pub observations: bool,
-}
+/// A `FINAL` read of one source never waits for a merge, and is bounded in time.
+const QUERY_TIMEOUT_SECS: &str = "600";
+
+/// How long one insert may take to send and be acknowledged.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Clone)]
 pub struct ChStore {
@@ -58,23 +69,48 @@ struct ItemRow<'a> {
     product_url: &'a str,
     image_urls: &'a [String],
     attributes: String,
-    source_modified_at: u32,
+    object_key: &'a str,
+    object_etag: &'a str,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    object_modified_at: DateTime<Utc>,
     row_number: u64,
-    job_id: &'a str,
-    version: u64,
+    #[serde(with = "clickhouse::serde::uuid")]
+    job_id: uuid::Uuid,
+    digest: &'a str,
+    revision: u64,
+    is_deleted: u8,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]
+    delisted_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Row, Serialize)]
 struct ObservationRow<'a> {
     source: &'a str,
-    sku: &'a str,
-    job_id: &'a str,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
+    observed_at: DateTime<Utc>,
+    #[serde(with = "clickhouse::serde::uuid")]
+    object_version: uuid::Uuid,
     row_number: u64,
-    observed_at: u32,
+    sku: &'a str,
+    object_key: &'a str,
     price: Option<i64>,
     currency: &'a str,
-    availability: Option<&'a str>,
+    availability: &'a str,
     in_stock: u8,
+}
+
+/// The object version a set of observations belongs to.
+pub struct Observed<'a> {
+    pub source: &'a str,
+    pub version: &'a ObjectVersion,
+    pub version_id: uuid::Uuid,
+}
+
+/// A catalog row written by a chunk: its parsed item and what Postgres assigned to it.
+pub struct WrittenRow<'a> {
+    pub row: &'a ValidRow,
+    pub revision: i64,
+    pub digest: &'a str,
 }
 
 fn scaled_price(price: Option<Decimal>) -> Option<i64> {
@@ -85,118 +121,202 @@ fn scaled_price(price: Option<Decimal>) -> Option<i64> {
     })
 }
 
-/// Newer object first, then the later row: the same order Postgres uses for its version.
-pub fn item_version(modified_at: DateTime<Utc>, row_number: u64) -> u64 {
-    ((modified_at.timestamp().max(0) as u64) << 32) | (row_number & 0xFFFF_FFFF)
+fn attributes_json<T: Serialize>(attributes: &T) -> String {
+    serde_json::to_string(attributes).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// `major.minor` of a `SELECT version()` answer such as `26.9.2.1`.
+fn parse_version(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 impl ChStore {
-    pub fn new(config: &Config) -> Self {
-        let compression = match config.clickhouse_compression {
-            ClickHouseCompression::None => clickhouse::Compression::None,
-            ClickHouseCompression::Lz4 => clickhouse::Compression::Lz4,
-        };
-        let client = Client::default()
+    /// A client with the `clickhouse` crate's defaults (LZ4, RowBinary checked against the
+    /// table's types); `https://` URLs trust the system roots and `CLICKHOUSE_CA_FILE`.
+    pub fn new(config: &Config) -> Result<Self, EtlError> {
+        let client = crate::tls::clickhouse_client(config.clickhouse_ca_file.as_deref())
+            .map_err(|reason| {
+                EtlError::ClickHouse(clickhouse::error::Error::InvalidParams(
+                    format!("CLICKHOUSE_CA_FILE: {reason}").into(),
+                ))
+            })?
             .with_url(&config.clickhouse_url)
             .with_user(&config.clickhouse_user)
             .with_password(config.clickhouse_password.expose())
-            .with_compression(compression)
-            .with_validation(config.clickhouse_validation);
-        Self {
+            .with_option("max_execution_time", QUERY_TIMEOUT_SECS)
+            // ClickHouse 26.x answers compressed requests with ZSTD by default; the crate
+            // reads LZ4.
+            .with_option("network_compression_method", "lz4")
+            // 26.x queues inserts by default: an insert must be stored (and deduplicated by
+            // its token) when it returns, or the commit that follows it would run ahead of it.
+            .with_option("async_insert", "0");
+        Ok(Self {
             client: client.clone().with_database(&config.clickhouse_database),
             admin: client,
             database: config.clickhouse_database.clone(),
+        })
+    }
+
+    /// The server's version, refused below [`MIN_VERSION`].
+    pub async fn check_version(&self) -> Result<String, EtlError> {
+        let version: String = self.admin.query("SELECT version()").fetch_one().await?;
+        match parse_version(&version) {
+            Some(found) if found >= MIN_VERSION => Ok(version),
+            _ => Err(EtlError::NotAllowed(format!(
+                "ClickHouse {version} is older than the minimum supported version {}.{} \
+                 (CLICKHOUSE_URL)",
+                MIN_VERSION.0, MIN_VERSION.1
+            ))),
         }
     }
 
-    /// Creates the database and tables (idempotent: every statement is `IF NOT EXISTS`).
+    /// Creates the database and applies every migration not applied yet, recording each.
     pub async fn migrate(&self) -> Result<(), EtlError> {
         self.admin
             .query("CREATE DATABASE IF NOT EXISTS ?")
             .bind(clickhouse::sql::Identifier(&self.database))
             .execute()
             .await?;
-        for (_, ddl) in MIGRATIONS {
-            self.client.query(ddl).execute().await?;
-        }
-        Ok(())
-    }
-
-    pub async fn ping(&self) -> Result<(), EtlError> {
-        self.client.query("SELECT 1").fetch_one::<u8>().await?;
-        Ok(())
-    }
-
-    /// Which of the chunk's two inserts already landed, for a retry of a chunk whose attempt
-    /// died after writing ClickHouse but before the ledger said so. Each insert is one block
-    /// (a chunk is far below `max_insert_block_size`), so it landed whole or not at all; a
-    /// retry writes only what is missing and leaves no physical duplicate behind.
-    pub async fn written_already(
-        &self,
-        job_id: &str,
-        parsed: &ParsedChunk,
-    ) -> Result<WrittenAlready, EtlError> {
-        let (Some(first), Some(last)) = (parsed.valid.first(), parsed.valid.last()) else {
-            return Ok(WrittenAlready::default());
-        };
-        let mut present = [false; 2];
-        for (table, found) in ["catalog_items", "catalog_item_observations"]
-            .into_iter()
-            .zip(&mut present)
+        let tables: Vec<String> = self
+            .client
+            .query("SELECT name FROM system.tables WHERE database = currentDatabase()")
+            .fetch_all()
+            .await?;
+        if !tables.iter().any(|t| t == "schema_migrations")
+            && tables.iter().any(|t| {
+                MIGRATIONS
+                    .iter()
+                    .any(|(name, _)| name.ends_with(t.as_str()))
+            })
         {
-            let rows: u64 = self
-                .client
-                .query(&format!(
-                    "SELECT count() FROM {table} WHERE job_id = ? AND row_number BETWEEN ? AND ?"
-                ))
-                .bind(job_id)
-                .bind(first.row_number)
-                .bind(last.row_number)
-                .fetch_one()
-                .await?;
-            *found = rows > 0;
+            return Err(EtlError::NotAllowed(format!(
+                "ClickHouse database {} holds catalog tables from before versioned migrations \
+                 (the ClickHouse 18.16 era); drop them or use another CLICKHOUSE_DATABASE",
+                self.database
+            )));
         }
-        Ok(WrittenAlready {
-            items: present[0],
-            observations: present[1],
-        })
+        self.client
+            .query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version String,
+                     applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+                 ) ENGINE = ReplacingMergeTree ORDER BY version",
+            )
+            .execute()
+            .await?;
+        let applied: Vec<String> = self
+            .client
+            .query("SELECT version FROM schema_migrations FINAL")
+            .fetch_all()
+            .await?;
+        for (version, ddl) in MIGRATIONS {
+            if applied.iter().any(|a| a == version) {
+                continue;
+            }
+            self.client.query(ddl).execute().await?;
+            self.client
+                .query("INSERT INTO schema_migrations (version) VALUES (?)")
+                .bind(version)
+                .execute()
+                .await?;
+        }
+        Ok(())
     }
 
-    pub async fn write_chunk(
+    /// Observations of a chunk's valid rows, in one block whose token makes a repeat a no-op.
+    pub async fn insert_observations(
         &self,
-        source: &str,
-        job_id: &str,
-        modified_at: DateTime<Utc>,
+        observed: &Observed<'_>,
         parsed: &ParsedChunk,
-        already: WrittenAlready,
+        token: &str,
     ) -> Result<(), EtlError> {
         if parsed.valid.is_empty() {
             return Ok(());
         }
-        let observed_at = modified_at.timestamp().clamp(0, u32::MAX as i64) as u32;
-        if !already.items {
-            self.write_items(source, job_id, modified_at, observed_at, parsed)
+        let mut insert = self
+            .client
+            .insert::<ObservationRow<'_>>("catalog_item_observations")
+            .await?
+            .with_option("insert_deduplication_token", token)
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        for row in &parsed.valid {
+            let item = &row.item;
+            insert
+                .write(&ObservationRow {
+                    source: observed.source,
+                    observed_at: observed.version.modified_at,
+                    object_version: observed.version_id,
+                    row_number: row.row_number,
+                    sku: &item.sku,
+                    object_key: &observed.version.key,
+                    price: scaled_price(item.price),
+                    currency: &item.currency,
+                    availability: item.availability.map(Availability::as_str).unwrap_or(""),
+                    in_stock: u8::from(item.availability == Some(Availability::InStock)),
+                })
                 .await?;
         }
-        if !already.observations {
-            self.write_observations(source, job_id, observed_at, parsed)
-                .await?;
-        }
+        insert.end().await?;
         Ok(())
     }
 
-    async fn write_items(
+    /// One observation per delisted item (availability `delisted`, row 0) at the delisting
+    /// object's time.
+    pub async fn insert_delistings(
+        &self,
+        observed: &Observed<'_>,
+        rows: &[CatalogItemRow],
+        token: &str,
+    ) -> Result<(), EtlError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<ObservationRow<'_>>("catalog_item_observations")
+            .await?
+            .with_option("insert_deduplication_token", token)
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        for row in rows {
+            insert
+                .write(&ObservationRow {
+                    source: observed.source,
+                    observed_at: observed.version.modified_at,
+                    object_version: observed.version_id,
+                    row_number: 0,
+                    sku: &row.sku,
+                    object_key: &observed.version.key,
+                    price: scaled_price(row.price),
+                    currency: &row.currency,
+                    availability: "delisted",
+                    in_stock: 0,
+                })
+                .await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Copies catalog rows a chunk wrote, from the parsed items and Postgres' revisions.
+    pub async fn insert_written_items(
         &self,
         source: &str,
-        job_id: &str,
-        modified_at: DateTime<Utc>,
-        observed_at: u32,
-        parsed: &ParsedChunk,
+        version: &ObjectVersion,
+        job_id: uuid::Uuid,
+        rows: &[WrittenRow<'_>],
     ) -> Result<(), EtlError> {
-        let mut items: Insert<ItemRow<'_>> = self.client.insert("catalog_items").await?;
-        for row in parsed.latest_per_sku() {
-            let item = &row.item;
-            items
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<ItemRow<'_>>("catalog_items")
+            .await?
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        for written in rows {
+            let item = &written.row.item;
+            insert
                 .write(&ItemRow {
                     source,
                     sku: &item.sku,
@@ -210,74 +330,178 @@ impl ChStore {
                     availability: item.availability.map(Availability::as_str),
                     product_url: &item.product_url,
                     image_urls: &item.image_urls,
-                    attributes: serde_json::to_string(&item.attributes)
-                        .unwrap_or_else(|_| "{}".to_owned()),
-                    source_modified_at: observed_at,
-                    row_number: row.row_number,
+                    attributes: attributes_json(&item.attributes),
+                    object_key: &version.key,
+                    object_etag: &version.etag,
+                    object_modified_at: version.modified_at,
+                    row_number: written.row.row_number,
                     job_id,
-                    version: item_version(modified_at, row.row_number),
+                    digest: written.digest,
+                    revision: written.revision as u64,
+                    is_deleted: 0,
+                    delisted_at: None,
                 })
                 .await?;
         }
-        items.end().await?;
+        insert.end().await?;
         Ok(())
     }
 
-    async fn write_observations(
+    /// Copies catalog rows as Postgres holds them now (a copy made again, or a delisting).
+    pub async fn insert_catalog_rows(
         &self,
         source: &str,
-        job_id: &str,
-        observed_at: u32,
-        parsed: &ParsedChunk,
+        rows: &[CatalogItemRow],
     ) -> Result<(), EtlError> {
-        let mut observations: Insert<ObservationRow<'_>> =
-            self.client.insert("catalog_item_observations").await?;
-        for row in &parsed.valid {
-            let item = &row.item;
-            observations
-                .write(&ObservationRow {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<ItemRow<'_>>("catalog_items")
+            .await?
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        for row in rows {
+            let attributes: std::collections::BTreeMap<String, String> =
+                serde_json::from_value(row.attributes.clone()).unwrap_or_default();
+            insert
+                .write(&ItemRow {
                     source,
-                    sku: &item.sku,
-                    job_id,
-                    row_number: row.row_number,
-                    observed_at,
-                    price: scaled_price(item.price),
-                    currency: &item.currency,
-                    availability: item.availability.map(Availability::as_str),
-                    in_stock: u8::from(item.availability == Some(Availability::InStock)),
+                    sku: &row.sku,
+                    name: &row.name,
+                    brand: row.brand.as_deref(),
+                    category: row.category.as_deref(),
+                    description: row.description.as_deref(),
+                    price: scaled_price(row.price),
+                    currency: &row.currency,
+                    weight_grams: row.weight_grams.and_then(|w| w.to_f64()),
+                    availability: row.availability.as_deref(),
+                    product_url: &row.product_url,
+                    image_urls: &row.image_urls,
+                    attributes: attributes_json(&attributes),
+                    object_key: &row.version.key,
+                    object_etag: &row.version.etag,
+                    object_modified_at: row.version.modified_at,
+                    row_number: row.version_row as u64,
+                    job_id: row.job_id,
+                    digest: &row.digest,
+                    revision: row.revision as u64,
+                    is_deleted: u8::from(row.delisted_at.is_some()),
+                    delisted_at: row.delisted_at,
                 })
                 .await?;
         }
-        observations.end().await?;
+        insert.end().await?;
         Ok(())
     }
 
-    /// (distinct skus, observation rows) of one job, deduplicated with `FINAL`.
-    pub async fn job_counts(&self, job_id: &str) -> Result<(u64, u64), EtlError> {
-        let (items, rows) = self
+    /// (observations, distinct skus) of one object version, deduplicated with `FINAL`, read
+    /// through the sort key's prefix (source, object time, version): its cost does not grow
+    /// with other sources' or other versions' history. Delisting observations (row 0) are not
+    /// rows of the object and are left out.
+    pub async fn version_counts(
+        &self,
+        source: &str,
+        version: &ObjectVersion,
+        version_id: uuid::Uuid,
+    ) -> Result<(u64, u64), EtlError> {
+        let (rows, skus) = self
             .client
             .query(
-                "SELECT uniqExact(sku), count() FROM catalog_item_observations FINAL
-                 WHERE job_id = ?",
+                "SELECT count(), uniqExact(sku) FROM catalog_item_observations FINAL
+                 WHERE source = ? AND observed_at = fromUnixTimestamp64Micro(?, 'UTC')
+                   AND object_version = toUUID(?) AND row_number > 0",
             )
-            .bind(job_id)
+            .bind(source)
+            .bind(version.modified_at.timestamp_micros())
+            .bind(version_id.to_string())
             .fetch_one::<(u64, u64)>()
             .await?;
-        Ok((items, rows))
+        Ok((rows, skus))
+    }
+
+    /// ClickHouse's side of the catalog comparison, computed in the server over the source's
+    /// rows only (the sort key's prefix): listed and delisted counts, the checksum of the listed
+    /// items' digests (as Postgres computes it), and listed items whose fields no longer match
+    /// their digest.
+    pub async fn catalog_side(&self, source: &str) -> Result<CatalogSide, EtlError> {
+        let (listed, checksum, inconsistent) = self
+            .client
+            .query(&format!(
+                "SELECT count(), toString(sum({CHECKSUM})), countIf(digest != {DIGEST})
+                 FROM catalog_items FINAL WHERE source = ?"
+            ))
+            .bind(source)
+            .fetch_one::<(u64, String, u64)>()
+            .await?;
+        let delisted: u64 = self
+            .client
+            .query(
+                "SELECT count() FROM (
+                     SELECT argMax(is_deleted, revision) AS deleted FROM catalog_items
+                     WHERE source = ? GROUP BY sku) WHERE deleted = 1",
+            )
+            .bind(source)
+            .fetch_one()
+            .await?;
+        Ok(CatalogSide {
+            listed,
+            delisted,
+            checksum,
+            inconsistent,
+        })
+    }
+
+    /// Per bucket (the first two hex digits of md5(sku)): listed items and their checksum.
+    pub async fn catalog_buckets(
+        &self,
+        source: &str,
+    ) -> Result<Vec<(String, u64, String)>, EtlError> {
+        Ok(self
+            .client
+            .query(&format!(
+                "SELECT substring(lower(hex(MD5(sku))), 1, 2) AS bucket, count(),
+                        toString(sum({CHECKSUM}))
+                 FROM catalog_items FINAL WHERE source = ? GROUP BY bucket ORDER BY bucket"
+            ))
+            .bind(source)
+            .fetch_all::<(String, u64, String)>()
+            .await?)
+    }
+
+    /// (sku, digest) of the listed items of some buckets.
+    pub async fn catalog_digests(
+        &self,
+        source: &str,
+        buckets: &[String],
+    ) -> Result<Vec<(String, String)>, EtlError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT sku, digest FROM catalog_items FINAL
+                 WHERE source = ? AND substring(lower(hex(MD5(sku))), 1, 2) IN ?",
+            )
+            .bind(source)
+            .bind(buckets)
+            .fetch_all::<(String, String)>()
+            .await?)
     }
 }
+
+/// The first 60 bits of an item's digest, as Postgres' `('x' || substr(digest, 1, 15))
+/// ::bit(60)::bigint` reads them; summed as UInt128 so no sum overflows.
+const CHECKSUM: &str =
+    "toUInt128(bitShiftRight(reinterpretAsUInt64(reverse(unhex(substring(digest, 1, 16)))), 4))";
+
+/// Postgres' `catalog_digest()`, computed from ClickHouse's own columns.
+const DIGEST: &str = "lower(hex(MD5(concat(sku, '\\x1F', \
+     ifNull(toString(reinterpretAsInt64(price)), ''), '\\x1F', currency, '\\x1F', \
+     ifNull(availability, ''), '\\x1F', toString(toUnixTimestamp64Micro(object_modified_at)), \
+     '\\x1F', object_key, '\\x1F', object_etag, '\\x1F', toString(row_number)))))";
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_order_by_object_time_then_row() {
-        let older = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        let newer = DateTime::from_timestamp(1_700_000_001, 0).unwrap();
-        assert!(item_version(older, 5) < item_version(older, 6));
-        assert!(item_version(older, u32::MAX as u64) < item_version(newer, 1));
-    }
 
     #[test]
     fn prices_scale_to_millionths() {
@@ -287,5 +511,13 @@ mod tests {
         );
         assert_eq!(scaled_price(Some(Decimal::new(1_299, 3))), Some(1_299_000));
         assert_eq!(scaled_price(None), None);
+    }
+
+    #[test]
+    fn versions_are_compared_by_major_and_minor() {
+        assert_eq!(parse_version("26.9.2.1"), Some((26, 9)));
+        assert!(parse_version("23.8.1").unwrap() >= MIN_VERSION);
+        assert!(parse_version("18.16.1").unwrap() < MIN_VERSION);
+        assert_eq!(parse_version("garbage"), None);
     }
 }

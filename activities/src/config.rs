@@ -1,9 +1,14 @@
 //! Configuration from environment variables, checked once at start-up.
 //!
-//! Every variable has a working default for the local stack (`make env`). Secrets are held in
-//! [`Secret`], whose `Debug` prints a placeholder, so logging a config never leaks them.
+//! The binaries carry no endpoint and no credential: every service a command uses must be
+//! configured (`make env` prints the local stack's settings), and a missing variable fails at
+//! once, naming every missing variable together. Secrets are held in [`Secret`], whose `Debug`
+//! prints a placeholder, so logging a config never leaks them.
 
-use std::{env, fmt, time::Duration};
+use std::{env, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use temporalio_client::envconfig::{ClientConfigProfile, LoadClientConfigProfileOptions};
+use temporalio_common::envconfig::load_client_config_profile;
 
 use crate::pause::PausePoint;
 
@@ -11,6 +16,8 @@ use crate::pause::PausePoint;
 pub enum ConfigError {
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error("missing configuration: {} (run `eval \"$(make -s env)\"` for the local stack)", .0.join(", "))]
+    Missing(Vec<&'static str>),
 }
 
 #[derive(Clone, Default)]
@@ -28,64 +35,158 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The services a command talks to: only their settings are required.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClickHouseCompression {
-    None,
-    Lz4,
+pub struct Needs {
+    pub temporal: bool,
+    pub postgres: bool,
+    pub clickhouse: bool,
+    pub s3: bool,
+}
+
+impl Needs {
+    pub const ALL: Needs = Needs {
+        temporal: true,
+        postgres: true,
+        clickhouse: true,
+        s3: true,
+    };
+    pub const NONE: Needs = Needs {
+        temporal: false,
+        postgres: false,
+        clickhouse: false,
+        s3: false,
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Temporal's standard client settings: `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`,
+/// `TEMPORAL_API_KEY`, `TEMPORAL_TLS*`, `TEMPORAL_PROFILE` and `TEMPORAL_CONFIG_FILE`
+/// (`temporal.toml` profiles), read by the SDK's envconfig.
+#[derive(Clone)]
+pub struct TemporalConfig {
+    pub profile: ClientConfigProfile,
+}
+
+impl TemporalConfig {
+    pub fn address(&self) -> &str {
+        self.profile.address.as_deref().unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.profile.namespace.as_deref().unwrap_or("default")
+    }
+}
+
+impl fmt::Debug for TemporalConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TemporalConfig")
+            .field("address", &self.address())
+            .field("namespace", &self.namespace())
+            .field("api_key", &self.profile.api_key.as_ref().map(|_| "***"))
+            .field("tls", &self.profile.tls.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub temporal_address: String,
-    pub temporal_namespace: String,
+    pub temporal: TemporalConfig,
     pub task_queue: String,
-    pub temporal_ui_url: String,
+    /// Base of the Web UI links `etlctl` prints (`TEMPORAL_UI_URL`); no links when unset.
+    pub temporal_ui_url: Option<String>,
     pub database_url: Secret,
     pub clickhouse_url: String,
     pub clickhouse_database: String,
     pub clickhouse_user: String,
     pub clickhouse_password: Secret,
-    pub clickhouse_compression: ClickHouseCompression,
-    pub clickhouse_validation: bool,
+    /// Extra CA (PEM) trusted for `https://` ClickHouse URLs, besides the system roots.
+    pub clickhouse_ca_file: Option<PathBuf>,
+    /// `None`: AWS itself; otherwise the S3 API endpoint (R2, Garage, MinIO, ...).
     pub s3_endpoint: Option<String>,
     pub s3_region: String,
     pub s3_access_key_id: String,
     pub s3_secret_access_key: Secret,
     pub s3_force_path_style: bool,
+    /// Extra CA (PEM) trusted for an `https://` S3 endpoint, besides the system roots.
+    pub s3_ca_file: Option<PathBuf>,
     /// Chunk activities one worker runs at once; bounds worker memory to about this many chunks.
     pub max_concurrent_activities: usize,
     /// Buckets the worker checks at start-up (`ETL_CHECK_BUCKETS`, comma-separated), so missing
     /// buckets or wrong credentials fail at once instead of inside the first job.
     pub check_buckets: Vec<String>,
-    /// `ETL_PAUSE_AT`: a step where the worker stops for fault-injection tests (never set in
-    /// production).
+    /// Where the worker serves Prometheus metrics (`ETL_METRICS_ADDR`); `None` when empty.
+    pub metrics_addr: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    /// `ETL_PAUSE_AT`: a step where the worker holds its activities, for fault-injection tests
+    /// (never set in production).
     pub pause_at: Option<PausePoint>,
 }
 
-pub const DEFAULT_ACCESS_KEY_ID: &str = "GK0123456789abcdef01234567";
-const DEFAULT_SECRET_ACCESS_KEY: &str =
-    "c933ca7a9b1c21c41994572cddfaaa7785b592d3dfb39388e3836e7c273f0c72";
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 
-fn var(name: &'static str, default: &str) -> String {
-    env::var(name).unwrap_or_else(|_| default.to_owned())
+/// Reads the environment, collecting every missing required variable.
+struct Env {
+    missing: Vec<&'static str>,
 }
 
-fn parse_bool(name: &'static str, default: bool) -> Result<bool, ConfigError> {
-    match env::var(name) {
-        Err(_) => Ok(default),
-        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            other => Err(ConfigError::Invalid {
+impl Env {
+    fn optional(&self, name: &'static str) -> Option<String> {
+        env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+
+    fn or(&self, name: &'static str, default: &str) -> String {
+        self.optional(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// A required variable: recorded as missing when `needed` and unset (or empty).
+    fn required(&mut self, needed: bool, name: &'static str) -> String {
+        match self.optional(name) {
+            Some(value) => value,
+            None => {
+                if needed {
+                    self.missing.push(name);
+                }
+                String::new()
+            }
+        }
+    }
+
+    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                other => Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("expected true or false, got {other:?}"),
+                }),
+            },
+        }
+    }
+
+    fn file(&self, name: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(path) = self.optional(name).map(PathBuf::from) else {
+            return Ok(None);
+        };
+        if !path.is_file() {
+            return Err(ConfigError::Invalid {
                 name,
-                reason: format!("expected true or false, got {other:?}"),
-            }),
-        },
+                reason: format!("{} is not a readable file", path.display()),
+            });
+        }
+        Ok(Some(path))
     }
 }
 
 fn require_url(name: &'static str, value: &str) -> Result<(), ConfigError> {
-    if value.starts_with("http://") || value.starts_with("https://") {
+    if value.is_empty() || value.starts_with("http://") || value.starts_with("https://") {
         Ok(())
     } else {
         Err(ConfigError::Invalid {
@@ -95,45 +196,55 @@ fn require_url(name: &'static str, value: &str) -> Result<(), ConfigError> {
     }
 }
 
+fn load_temporal(
+    needed: bool,
+    missing: &mut Vec<&'static str>,
+) -> Result<TemporalConfig, ConfigError> {
+    let profile = load_client_config_profile(LoadClientConfigProfileOptions::default(), None)
+        .map_err(|err| ConfigError::Invalid {
+            name: "TEMPORAL_* / temporal.toml",
+            reason: err.to_string(),
+        })?;
+    // The SDK would fall back to localhost: a worker must be told where its cluster is.
+    if needed && profile.address.as_deref().is_none_or(str::is_empty) {
+        missing.push("TEMPORAL_ADDRESS");
+    }
+    Ok(TemporalConfig { profile })
+}
+
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let temporal_address = var("TEMPORAL_ADDRESS", "http://127.0.0.1:7233");
-        let temporal_address = if temporal_address.contains("://") {
-            temporal_address
-        } else {
-            format!("http://{temporal_address}")
+    pub fn from_env(needs: Needs) -> Result<Self, ConfigError> {
+        let mut env = Env {
+            missing: Vec::new(),
         };
-        let clickhouse_url = var("CLICKHOUSE_URL", "http://127.0.0.1:8123");
-        require_url("CLICKHOUSE_URL", &clickhouse_url)?;
-        let s3_endpoint = match env::var("S3_ENDPOINT") {
-            Ok(v) if v.is_empty() => None,
-            Ok(v) => Some(v),
-            Err(_) => Some("http://127.0.0.1:3900".to_owned()),
-        };
-        if let Some(endpoint) = &s3_endpoint {
-            require_url("S3_ENDPOINT", endpoint)?;
-        }
-        let database_url = var(
-            "DATABASE_URL",
-            "postgres://postgres@127.0.0.1:5432/catalog_etl",
-        );
-        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        let mut missing = Vec::new();
+        let temporal = load_temporal(needs.temporal, &mut missing)?;
+        env.missing.append(&mut missing);
+
+        let database_url = env.required(needs.postgres, "DATABASE_URL");
+        let postgres_scheme =
+            database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
+        if !database_url.is_empty() && !postgres_scheme {
             return Err(ConfigError::Invalid {
                 name: "DATABASE_URL",
                 reason: "expected a postgres:// URL".to_owned(),
             });
         }
-        let clickhouse_compression = match var("CLICKHOUSE_COMPRESSION", "none").as_str() {
-            "none" | "" => ClickHouseCompression::None,
-            "lz4" => ClickHouseCompression::Lz4,
-            other => {
-                return Err(ConfigError::Invalid {
-                    name: "CLICKHOUSE_COMPRESSION",
-                    reason: format!("expected none or lz4, got {other:?}"),
-                });
-            }
-        };
-        let max_concurrent_activities = var("ETL_MAX_CONCURRENT_ACTIVITIES", "4")
+        let clickhouse_url = env.required(needs.clickhouse, "CLICKHOUSE_URL");
+        require_url("CLICKHOUSE_URL", &clickhouse_url)?;
+        let s3_endpoint = env.optional("S3_ENDPOINT");
+        if let Some(endpoint) = &s3_endpoint {
+            require_url("S3_ENDPOINT", endpoint)?;
+        }
+        let s3_region = env.required(needs.s3, "S3_REGION");
+        let s3_access_key_id = env.required(needs.s3, "AWS_ACCESS_KEY_ID");
+        let s3_secret_access_key = Secret(env.required(needs.s3, "AWS_SECRET_ACCESS_KEY"));
+        if !env.missing.is_empty() {
+            return Err(ConfigError::Missing(env.missing));
+        }
+
+        let max_concurrent_activities = env
+            .or("ETL_MAX_CONCURRENT_ACTIVITIES", "4")
             .parse::<usize>()
             .ok()
             .filter(|n| *n > 0)
@@ -141,59 +252,101 @@ impl Config {
                 name: "ETL_MAX_CONCURRENT_ACTIVITIES",
                 reason: "expected a positive integer".to_owned(),
             })?;
-        let pause_at = match env::var("ETL_PAUSE_AT") {
-            Ok(v) if !v.is_empty() => Some(v.parse().map_err(|reason| ConfigError::Invalid {
-                name: "ETL_PAUSE_AT",
-                reason,
-            })?),
-            _ => None,
+        let metrics_addr = match env::var("ETL_METRICS_ADDR") {
+            Ok(v) if v.trim().is_empty() => None,
+            Ok(v) => Some(v),
+            Err(_) => Some(DEFAULT_METRICS_ADDR.to_owned()),
+        }
+        .map(|addr| {
+            addr.parse::<SocketAddr>()
+                .map_err(|err| ConfigError::Invalid {
+                    name: "ETL_METRICS_ADDR",
+                    reason: format!(
+                        "expected host:port (e.g. {DEFAULT_METRICS_ADDR}), got {addr:?}: {err}"
+                    ),
+                })
+        })
+        .transpose()?;
+        let log_format = match env.or("ETL_LOG_FORMAT", "text").as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "ETL_LOG_FORMAT",
+                    reason: format!("expected text or json, got {other:?}"),
+                });
+            }
         };
+        let pause_at = env
+            .optional("ETL_PAUSE_AT")
+            .map(|v| {
+                v.parse().map_err(|reason| ConfigError::Invalid {
+                    name: "ETL_PAUSE_AT",
+                    reason,
+                })
+            })
+            .transpose()?;
         Ok(Self {
-            temporal_address,
-            temporal_namespace: var("TEMPORAL_NAMESPACE", "default"),
-            task_queue: var("ETL_TASK_QUEUE", "catalog-etl"),
-            temporal_ui_url: var("TEMPORAL_UI_URL", "http://127.0.0.1:8233"),
+            temporal,
+            task_queue: env.or("ETL_TASK_QUEUE", "catalog-etl"),
+            temporal_ui_url: env.optional("TEMPORAL_UI_URL"),
             database_url: Secret(database_url),
             clickhouse_url,
-            clickhouse_database: var("CLICKHOUSE_DATABASE", "catalog_etl"),
-            clickhouse_user: var("CLICKHOUSE_USER", "default"),
-            clickhouse_password: Secret(var("CLICKHOUSE_PASSWORD", "")),
-            clickhouse_compression,
-            clickhouse_validation: parse_bool("CLICKHOUSE_VALIDATION", false)?,
+            clickhouse_database: env.or("CLICKHOUSE_DATABASE", "catalog_etl"),
+            clickhouse_user: env.or("CLICKHOUSE_USER", "default"),
+            clickhouse_password: Secret(env::var("CLICKHOUSE_PASSWORD").unwrap_or_default()),
+            clickhouse_ca_file: env.file("CLICKHOUSE_CA_FILE")?,
             s3_endpoint,
-            s3_region: var("S3_REGION", "garage"),
-            s3_access_key_id: var("AWS_ACCESS_KEY_ID", DEFAULT_ACCESS_KEY_ID),
-            s3_secret_access_key: Secret(var("AWS_SECRET_ACCESS_KEY", DEFAULT_SECRET_ACCESS_KEY)),
-            s3_force_path_style: parse_bool("S3_FORCE_PATH_STYLE", true)?,
+            s3_region,
+            s3_access_key_id,
+            s3_secret_access_key,
+            s3_force_path_style: env.bool("S3_FORCE_PATH_STYLE", true)?,
+            s3_ca_file: env.file("S3_CA_FILE")?,
             max_concurrent_activities,
-            check_buckets: var("ETL_CHECK_BUCKETS", "catalog")
+            check_buckets: env
+                .or("ETL_CHECK_BUCKETS", "")
                 .split(',')
                 .map(str::trim)
                 .filter(|b| !b.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            metrics_addr,
+            log_format,
             pause_at,
         })
     }
 
     /// Link to a workflow in the Temporal Web UI.
-    pub fn workflow_ui_link(&self, workflow_id: &str) -> String {
-        format!(
-            "{}/namespaces/{}/workflows/{}",
-            self.temporal_ui_url.trim_end_matches('/'),
-            self.temporal_namespace,
-            workflow_id
-        )
+    pub fn workflow_ui_link(&self, workflow_id: &str) -> Option<String> {
+        self.ui_link(&format!("workflows/{}", url_path_segment(workflow_id)))
     }
 
-    pub fn schedule_ui_link(&self, schedule_id: &str) -> String {
-        format!(
-            "{}/namespaces/{}/schedules/{}",
-            self.temporal_ui_url.trim_end_matches('/'),
-            self.temporal_namespace,
-            schedule_id
-        )
+    pub fn schedule_ui_link(&self, schedule_id: &str) -> Option<String> {
+        self.ui_link(&format!("schedules/{}", url_path_segment(schedule_id)))
     }
+
+    /// The Web UI's workflow list filtered by a visibility query.
+    pub fn workflow_list_ui_link(&self, query: &str) -> Option<String> {
+        self.ui_link(&format!("workflows?query={}", url_query_value(query)))
+    }
+
+    fn ui_link(&self, path: &str) -> Option<String> {
+        let base = self.temporal_ui_url.as_deref()?.trim_end_matches('/');
+        Some(format!(
+            "{base}/namespaces/{}/{path}",
+            self.temporal.namespace()
+        ))
+    }
+}
+
+fn url_path_segment(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+fn url_query_value(text: &str) -> String {
+    url_path_segment(text)
 }
 
 /// Bounded wait used by start-up checks so a bad endpoint fails within seconds.
@@ -208,5 +361,14 @@ mod tests {
         let secret = Secret("hunter2-very-secret".to_owned());
         assert_eq!(format!("{secret:?}"), "\"***\"");
         assert!(!format!("{:?}", Secret::default()).contains("***"));
+    }
+
+    #[test]
+    fn ui_links_escape_ids_and_queries() {
+        assert_eq!(url_path_segment("ingest-a b/c"), "ingest-a%20b%2Fc");
+        assert_eq!(
+            url_query_value("CatalogSource = \"x\""),
+            "CatalogSource%20%3D%20%22x%22"
+        );
     }
 }

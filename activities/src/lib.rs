@@ -1,6 +1,7 @@
 //! Activities: all I/O of the ETL (S3 reads, parsing, validation, Postgres and ClickHouse
 //! writes). Each activity body returns a typed [`EtlError`]; it becomes a retryable or
-//! non-retryable Temporal failure in exactly one place, [`EtlError::into_activity_error`].
+//! non-retryable Temporal failure with a type name in exactly one place,
+//! [`EtlError::into_activity_error`].
 
 pub mod audit;
 pub mod ch;
@@ -9,49 +10,75 @@ pub mod config;
 pub mod contract;
 pub mod error;
 pub mod generator;
+pub mod item_hash;
 pub mod model;
 pub mod ops;
 pub mod pause;
 pub mod pg;
 pub mod planner;
+pub mod records;
 pub mod s3;
+pub mod sources;
 pub mod temporal;
+pub mod tls;
 pub mod verify;
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::{
-    ch::{ChStore, WrittenAlready},
+    ch::{ChStore, Observed, WrittenRow},
     chunk::{parse_chunk, parse_header},
     config::Config,
     error::EtlError,
     model::{
-        ChunkOutcome, ChunkTask, FinalizeRequest, IngestRequest, JobTotals, ObjectMeta, PlanResult,
-        Reconciliation, RetentionBatch, RetentionBatchResult, SourceIngestRequest, SourceListing,
+        ChunkOutcome, ChunkTask, DelistOutcome, FinalizeRequest, JobStatus, JobTotals, ObjectMeta,
+        PlanInput, PlanResult, Reconciliation, RetentionBatch, RetentionBatchResult,
+        SourceIngestRequest, SourceListing, object_version_id,
     },
     pause::PausePoint,
-    pg::PgStore,
+    pg::{Begun, ChunkWork, DelistStep, ObjectVersion, PgStore},
     planner::ChunkPlanner,
     s3::ObjectStore,
+    verify::Verification,
 };
-
-/// Heartbeat at least this often while scanning an object during planning.
-const PLAN_HEARTBEAT_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Short activities heartbeat this often, whatever they wait on, so a worker that dies inside
 /// one is noticed within the workflow's heartbeat timeout instead of the start-to-close timeout.
-pub const SHORT_ACTIVITY_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const SHORT_ACTIVITY_HEARTBEAT: Duration = Duration::from_secs(2);
 
+/// Planned chunks are stored in batches of this many while the object is scanned.
+const PLAN_BATCH: usize = 1000;
+
+/// Runs `work` and heartbeats on a timer the whole time (whatever phase it is in: reading S3,
+/// parsing, waiting on a store), so a slow but healthy attempt is never timed out. Pause
+/// points freeze the heartbeats of the activity they hold.
 async fn heartbeating<T>(ctx: &ActivityContext, work: impl Future<Output = T>) -> T {
-    let mut work = std::pin::pin!(work);
-    let mut ticker = tokio::time::interval(SHORT_ACTIVITY_HEARTBEAT);
+    let every = ctx
+        .info()
+        .heartbeat_timeout
+        .map_or(SHORT_ACTIVITY_HEARTBEAT, |timeout| timeout / 4)
+        .clamp(Duration::from_millis(200), Duration::from_secs(10));
+    let frozen = Arc::new(AtomicBool::new(false));
+    let mut work = std::pin::pin!(pause::freezable(frozen.clone(), work));
+    let mut ticker = tokio::time::interval(every);
     loop {
         tokio::select! {
             out = &mut work => return out,
-            _ = ticker.tick() => ctx.record_heartbeat(()).await.ok(),
+            _ = ticker.tick() => {
+                if !frozen.load(Ordering::SeqCst) {
+                    ctx.record_heartbeat(()).await.ok();
+                }
+            }
         };
     }
 }
@@ -61,6 +88,21 @@ pub struct EtlActivities {
     pub pg: PgStore,
     pub ch: ChStore,
     pub s3: ObjectStore,
+}
+
+/// A service that failed its start-up check; the message names the service, never a secret.
+#[derive(Debug, thiserror::Error)]
+#[error("{service}: {source}")]
+pub struct StartupError {
+    pub service: &'static str,
+    #[source]
+    pub source: EtlError,
+}
+
+impl StartupError {
+    pub fn new(service: &'static str, source: EtlError) -> Self {
+        Self { service, source }
+    }
 }
 
 impl EtlActivities {
@@ -73,38 +115,45 @@ impl EtlActivities {
         pg.migrate()
             .await
             .map_err(|e| StartupError::new("Postgres migrations", e))?;
-        let ch = ChStore::new(config);
+        let ch = ChStore::new(config)
+            .map_err(|e| StartupError::new("ClickHouse (CLICKHOUSE_URL)", e))?;
+        let checked = tokio::time::timeout(config::STARTUP_CHECK_TIMEOUT, ch.check_version())
+            .await
+            .map_err(|_| {
+                StartupError::new(
+                    "ClickHouse (CLICKHOUSE_URL)",
+                    EtlError::ClickHouse(clickhouse::error::Error::TimedOut),
+                )
+            })?;
+        checked.map_err(|e| StartupError::new("ClickHouse (CLICKHOUSE_URL)", e))?;
         ch.migrate()
             .await
-            .map_err(|e| StartupError::new("ClickHouse (CLICKHOUSE_URL)", e))?;
-        let s3 = ObjectStore::new(config);
+            .map_err(|e| StartupError::new("ClickHouse migrations", e))?;
+        let s3 = ObjectStore::new(config).map_err(|e| StartupError::new("S3 (S3_ENDPOINT)", e))?;
         Ok(Self { pg, ch, s3 })
     }
 
     async fn plan_job(
         &self,
         ctx: &ActivityContext,
-        request: &IngestRequest,
+        input: &PlanInput,
     ) -> Result<PlanResult, EtlError> {
+        let request = &input.request;
         let workflow_id = ctx.info().workflow_id.clone().unwrap_or_default();
         let job = self.pg.open_job(request, &workflow_id).await?;
-        let stored_object =
-            |size: Option<u64>, modified: Option<chrono::DateTime<chrono::Utc>>| ObjectMeta {
-                bucket: request.bucket.clone(),
-                key: request.key.clone(),
-                etag: request.etag.clone(),
-                size: size.unwrap_or(0),
-                last_modified: modified
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default(),
-            };
         if job.status != "running" {
             let (chunks, source_rows) = job.planned.unwrap_or((0, 0));
             return Ok(PlanResult {
                 job_id: request.job_id.clone(),
                 chunks,
                 source_rows,
-                object: stored_object(job.size, job.last_modified),
+                object: job.object.unwrap_or_else(|| ObjectMeta {
+                    bucket: request.bucket.clone(),
+                    key: request.key.clone(),
+                    etag: request.etag.clone(),
+                    size: 0,
+                    last_modified: String::new(),
+                }),
                 already_finished: true,
             });
         }
@@ -116,7 +165,10 @@ impl EtlActivities {
                 expected: request.etag.clone(),
             });
         }
-        self.pg.record_object(&request.job_id, &object).await?;
+        let deadline = pg::parse_time(&input.deadline_at).unwrap_or_else(chrono::Utc::now);
+        self.pg
+            .record_object(&request.job_id, &object, deadline)
+            .await?;
         if let Some((chunks, source_rows)) = job.planned {
             return Ok(PlanResult {
                 job_id: request.job_id.clone(),
@@ -132,24 +184,35 @@ impl EtlActivities {
                 key: request.key.clone(),
             });
         }
+        let version = ObjectVersion::of(&object)?;
+        let record_too_large = |source| EtlError::RecordTooLarge {
+            bucket: request.bucket.clone(),
+            key: request.key.clone(),
+            source,
+        };
         let mut body = self
             .s3
             .open_range(&request.bucket, &request.key, &request.etag, 0, None)
             .await?;
-        let mut planner = ChunkPlanner::new(request.chunk_bytes);
+        let options = &request.options;
+        let mut planner = ChunkPlanner::new(options.chunk_bytes, options.max_record_bytes);
+        let mut plan = self.pg.begin_plan(&request.job_id).await?;
+        let mut ready = Vec::new();
+        let mut chunks = 0u32;
         let mut scanned = 0u64;
-        let mut next_heartbeat = PLAN_HEARTBEAT_BYTES;
         while let Some(bytes) = body.try_next().await.map_err(|err| {
             EtlError::S3(format!(
                 "reading s3://{}/{}: {err}",
                 request.bucket, request.key
             ))
         })? {
-            planner.feed(&bytes);
+            planner.feed(&bytes).map_err(record_too_large)?;
             scanned += bytes.len() as u64;
-            if scanned >= next_heartbeat {
-                next_heartbeat += PLAN_HEARTBEAT_BYTES;
-                ctx.record_heartbeat(scanned).await.ok();
+            ready.extend(planner.take_chunks());
+            if ready.len() >= PLAN_BATCH {
+                plan.add_chunks(&ready).await?;
+                chunks += ready.len() as u32;
+                ready.clear();
             }
         }
         if scanned != object.size {
@@ -159,60 +222,61 @@ impl EtlActivities {
             )));
         }
         pause::reached(PausePoint::Plan).await;
-        let plan = planner.finish();
+        let finished = planner.finish().map_err(record_too_large)?;
         let bad_header = |reason: String| EtlError::BadHeader {
             bucket: request.bucket.clone(),
             key: request.key.clone(),
             reason,
         };
-        if plan.header.is_none() {
+        if finished.header.is_none() {
             return Err(bad_header("no header record (only blank lines)".to_owned()));
         }
-        parse_header(&plan.header_bytes).map_err(|err| bad_header(err.to_string()))?;
-        self.pg
-            .record_plan(
-                &request.job_id,
-                &plan.header_bytes,
-                &plan.chunks,
-                plan.data_rows,
-            )
-            .await?;
+        parse_header(&finished.header_bytes).map_err(|err| bad_header(err.to_string()))?;
+        ready.extend(finished.chunks);
+        plan.add_chunks(&ready).await?;
+        chunks += ready.len() as u32;
+        let snapshot = (!request.dry_run && !options.partial).then_some(&version);
+        plan.finish(
+            &request.source,
+            &finished.header_bytes,
+            chunks,
+            finished.data_rows,
+            snapshot,
+        )
+        .await?;
         Ok(PlanResult {
             job_id: request.job_id.clone(),
-            chunks: plan.chunks.len() as u32,
-            source_rows: plan.data_rows,
+            chunks,
+            source_rows: finished.data_rows,
             object,
             already_finished: false,
         })
     }
 
-    async fn run_chunk(
-        &self,
-        ctx: &ActivityContext,
-        task: &ChunkTask,
-    ) -> Result<ChunkOutcome, EtlError> {
+    async fn run_chunk(&self, task: &ChunkTask) -> Result<ChunkOutcome, EtlError> {
         let work = self
             .pg
             .start_chunk_attempt(&task.job_id, task.chunk_index)
             .await?;
-        if let Some(outcome) = work.committed
-            && (work.dry_run || work.clickhouse_written)
-        {
+        if let Some(outcome) = work.committed {
+            if !work.dry_run && !work.clickhouse_written {
+                self.copy_chunk_to_clickhouse(&work.source, work.job_id, work.chunk_index)
+                    .await?;
+            }
             return Ok(outcome);
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let bytes = self
             .s3
             .read_range(
                 &work.bucket,
-                &work.key,
-                &work.etag,
+                &work.version.key,
+                &work.version.etag,
                 work.byte_start,
                 work.byte_end,
             )
             .await?;
         let read = started.elapsed();
-        ctx.record_heartbeat(task.chunk_index).await.ok();
         let header = parse_header(&work.header_raw).map_err(|err| EtlError::PlanMismatch {
             job_id: task.job_id.clone(),
             chunk: task.chunk_index,
@@ -237,40 +301,97 @@ impl EtlActivities {
                 ),
             });
         }
-        let (outcome, already) = match work.committed {
-            Some(outcome) => {
-                let already = self.ch.written_already(&task.job_id, &parsed).await?;
-                (outcome, already)
+        pause::reached(PausePoint::ChunkAfterRead).await;
+        let mut commit = match self.pg.begin_chunk_commit(&work).await {
+            Ok(Begun::Open(commit)) => commit,
+            Ok(Begun::AlreadyCommitted(outcome)) => {
+                tracing::warn!(
+                    job_id = %task.job_id,
+                    chunk = task.chunk_index,
+                    attempt = work.lease,
+                    "stale attempt: another attempt committed the chunk; this one writes nothing"
+                );
+                return Ok(outcome);
             }
-            None => {
-                let outcome = self
-                    .pg
-                    .commit_chunk(&task.job_id, task.chunk_index, &work, &parsed)
-                    .await?;
-                (outcome, WrittenAlready::default())
+            Err(err @ EtlError::StaleAttempt { .. }) => {
+                tracing::warn!(job_id = %task.job_id, chunk = task.chunk_index, "{err}");
+                return Err(err);
             }
+            Err(err) => return Err(err),
         };
+        let written = if work.dry_run {
+            Vec::new()
+        } else {
+            commit
+                .write_catalog(&work.source, &work.version, &parsed)
+                .await?
+        };
+        commit.record_invalid(&parsed).await?;
         let postgres = started.elapsed() - read - parse;
         if !work.dry_run {
-            pause::reached(PausePoint::ChunkBeforeClickHouse).await;
-            ctx.record_heartbeat(task.chunk_index).await.ok();
+            let observed = observed(&work);
             self.ch
-                .write_chunk(
-                    &work.source,
-                    &task.job_id,
-                    work.last_modified,
-                    &parsed,
-                    already,
-                )
+                .insert_observations(&observed, &parsed, &observation_token(&observed, &work))
                 .await?;
+        }
+        pause::reached(PausePoint::ChunkBeforeCommit).await;
+        let outcome = ChunkOutcome {
+            chunk_index: task.chunk_index,
+            rows_total: parsed.rows_total,
+            rows_valid: parsed.valid.len() as u64,
+            rows_invalid: parsed.invalid.len() as u64,
+        };
+        commit
+            .commit(&outcome, &parsed, &written, written.is_empty())
+            .await?;
+        if !written.is_empty() {
+            pause::reached(PausePoint::ChunkBeforeClickHouse).await;
+            if !self.pg.holds_lease(&work).await? {
+                tracing::warn!(
+                    job_id = %task.job_id,
+                    chunk = task.chunk_index,
+                    attempt = work.lease,
+                    "stale attempt: another attempt took the chunk over; it makes the copy"
+                );
+                return Ok(outcome);
+            }
+            let latest: HashMap<&str, &chunk::ValidRow> = parsed
+                .latest_per_sku()
+                .into_iter()
+                .map(|row| (row.item.sku.as_str(), row))
+                .collect();
+            let rows: Vec<WrittenRow<'_>> = written
+                .iter()
+                .filter_map(|w| {
+                    latest.get(w.sku.as_str()).map(|row| WrittenRow {
+                        row,
+                        revision: w.revision,
+                        digest: &w.digest,
+                    })
+                })
+                .collect();
+            self.ch
+                .insert_written_items(&work.source, &work.version, work.job_id, &rows)
+                .await?;
+            pause::reached(PausePoint::ChunkBeforeLedger).await;
+            if !self.pg.holds_lease(&work).await? {
+                tracing::warn!(
+                    job_id = %task.job_id,
+                    chunk = task.chunk_index,
+                    attempt = work.lease,
+                    "stale attempt: another attempt took the chunk over; it records the copy"
+                );
+                return Ok(outcome);
+            }
             self.pg
-                .mark_clickhouse_written(&task.job_id, task.chunk_index)
+                .mark_clickhouse_written(work.job_id, work.chunk_index)
                 .await?;
         }
         tracing::info!(
             job_id = %task.job_id,
             chunk = task.chunk_index,
             rows = outcome.rows_total,
+            written = written.len(),
             read_ms = read.as_millis() as u64,
             parse_ms = parse.as_millis() as u64,
             postgres_ms = postgres.as_millis() as u64,
@@ -278,6 +399,20 @@ impl EtlActivities {
             "chunk done"
         );
         Ok(outcome)
+    }
+
+    /// Copies a committed chunk's catalog changes to ClickHouse again, from Postgres alone (the
+    /// attempt that committed them died before its copy was confirmed).
+    async fn copy_chunk_to_clickhouse(
+        &self,
+        source: &str,
+        job_id: uuid::Uuid,
+        chunk_index: u32,
+    ) -> Result<(), EtlError> {
+        let skus = self.pg.written_skus(job_id, chunk_index).await?;
+        let rows = self.pg.rows_written_by(source, job_id, &skus).await?;
+        self.ch.insert_catalog_rows(source, &rows).await?;
+        self.pg.mark_clickhouse_written(job_id, chunk_index).await
     }
 
     async fn job_totals(&self, job_id: &str) -> Result<JobTotals, EtlError> {
@@ -293,20 +428,35 @@ impl EtlActivities {
         Ok(totals)
     }
 
+    /// Every change of the job that Postgres committed and ClickHouse has not confirmed is
+    /// copied: committed chunks' catalog rows and the delisting's rows.
+    async fn flush_job(&self, job_id: &str) -> Result<(), EtlError> {
+        let facts = self.pg.job_facts(job_id).await?;
+        if facts.dry_run {
+            return Ok(());
+        }
+        let id = pg::parse_job_id(job_id)?;
+        for chunk in self.pg.chunks_pending_clickhouse(job_id).await? {
+            self.copy_chunk_to_clickhouse(&facts.source, id, chunk)
+                .await?;
+        }
+        if self.pg.delist_pending(job_id).await? {
+            let rows = self.pg.rows_delisted_by(&facts.source, job_id).await?;
+            self.ch.insert_catalog_rows(&facts.source, &rows).await?;
+            self.pg.mark_delist_clickhouse_written(job_id).await?;
+        }
+        Ok(())
+    }
+
     async fn reconcile_job(&self, job_id: &str) -> Result<Reconciliation, EtlError> {
-        let (source_rows, dry_run) = self.pg.plan_facts(job_id).await?;
+        let facts = self.pg.job_facts(job_id).await?;
         let totals = self.pg.totals(job_id).await?;
-        let (pg_items, invalid_logged) = self.pg.job_counts(job_id).await?;
-        let ch = if dry_run {
-            None
-        } else {
-            Some(self.ch.job_counts(job_id).await?)
-        };
+        let (invalid_logged, invalid_pruned) = self.pg.invalid_logged(job_id).await?;
         let mut mismatches = Vec::new();
-        if totals.rows_total != source_rows {
+        if totals.rows_total != facts.source_rows {
             mismatches.push(format!(
-                "chunks hold {} rows, the object has {source_rows}",
-                totals.rows_total
+                "chunks hold {} rows, the object has {}",
+                totals.rows_total, facts.source_rows
             ));
         }
         if totals.rows_valid + totals.rows_invalid != totals.rows_total {
@@ -315,34 +465,60 @@ impl EtlActivities {
                 totals.rows_valid, totals.rows_invalid, totals.rows_total
             ));
         }
-        if invalid_logged != totals.rows_invalid {
+        if invalid_logged + invalid_pruned != totals.rows_invalid {
             mismatches.push(format!(
-                "{invalid_logged} invalid rows logged, {} counted",
+                "{invalid_logged} invalid rows logged (+{invalid_pruned} pruned), {} counted",
                 totals.rows_invalid
             ));
         }
-        if let Some((ch_items, ch_observations)) = ch {
-            if ch_items != pg_items {
+        let (mut pg_items, mut ch_items, mut ch_observations) = (None, None, None);
+        if !facts.dry_run {
+            let version_id =
+                object_version_id(&facts.bucket, &facts.version.key, &facts.version.etag);
+            let (observations, skus) = self
+                .ch
+                .version_counts(&facts.source, &facts.version, version_id)
+                .await?;
+            if observations != totals.rows_valid {
                 mismatches.push(format!(
-                    "ClickHouse has {ch_items} items for the job, Postgres {pg_items}"
-                ));
-            }
-            if ch_observations != totals.rows_valid {
-                mismatches.push(format!(
-                    "ClickHouse has {ch_observations} observations, {} valid rows counted",
+                    "ClickHouse has {observations} observations of the object, {} valid rows \
+                     counted",
                     totals.rows_valid
                 ));
             }
+            if skus != totals.items {
+                mismatches.push(format!(
+                    "ClickHouse observes {skus} items of the object, the ledger {}",
+                    totals.items
+                ));
+            }
+            let in_catalog = self.pg.job_items_in_catalog(&facts.source, job_id).await?;
+            let stale = self
+                .pg
+                .snapshot_newer_than(&facts.source, &facts.version)
+                .await?;
+            if !stale && in_catalog != totals.items {
+                mismatches.push(format!(
+                    "{in_catalog} of the object's {} items are in Postgres' catalog",
+                    totals.items
+                ));
+            }
+            pg_items = Some(in_catalog);
+            ch_items = Some(skus);
+            ch_observations = Some(observations);
         }
         let reconciliation = Reconciliation {
-            source_rows,
+            source_rows: facts.source_rows,
             rows_total: totals.rows_total,
             rows_valid: totals.rows_valid,
             rows_invalid: totals.rows_invalid,
             invalid_logged,
-            pg_items: (!dry_run).then_some(pg_items),
-            ch_items: ch.map(|(items, _)| items),
-            ch_observations: ch.map(|(_, rows)| rows),
+            invalid_pruned,
+            items: totals.items,
+            pg_items,
+            ch_items,
+            ch_observations,
+            catalog: None,
             ok: mismatches.is_empty(),
             mismatches,
         };
@@ -351,6 +527,85 @@ impl EtlActivities {
             .await?;
         Ok(reconciliation)
     }
+
+    async fn delist_job(&self, job_id: &str) -> Result<DelistOutcome, EtlError> {
+        let facts = self.pg.job_facts(job_id).await?;
+        let delisting = match self.pg.begin_delisting(job_id).await? {
+            DelistStep::Done(outcome) => return Ok(outcome),
+            DelistStep::Open(delisting) => delisting,
+        };
+        let rows = delisting.rows.clone();
+        if !rows.is_empty() {
+            let version_id =
+                object_version_id(&facts.bucket, &facts.version.key, &facts.version.etag);
+            let observed = Observed {
+                source: &facts.source,
+                version: &facts.version,
+                version_id,
+            };
+            let token = delisting_token(version_id, &rows);
+            self.ch.insert_delistings(&observed, &rows, &token).await?;
+        }
+        let outcome = delisting.commit().await?;
+        if !rows.is_empty() {
+            pause::reached(PausePoint::Delist).await;
+            self.ch.insert_catalog_rows(&facts.source, &rows).await?;
+            self.pg.mark_delist_clickhouse_written(job_id).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Compares the source's current catalog between Postgres and ClickHouse, once no other job
+    /// of the source has changes in flight, and adds the result to the job's reconciliation.
+    async fn check_catalog(&self, job_id: &str) -> Result<Reconciliation, EtlError> {
+        let facts = self.pg.job_facts(job_id).await?;
+        let mut reconciliation = self.pg.stored_reconciliation(job_id).await?;
+        if facts.dry_run {
+            return Ok(reconciliation);
+        }
+        let check = verify::compare_catalog(&self.pg, &self.ch, &facts.source, job_id).await?;
+        if !check.ok {
+            reconciliation
+                .mismatches
+                .extend(verify::catalog_mismatches(&check));
+            reconciliation.ok = false;
+        }
+        reconciliation.catalog = Some(check);
+        self.pg
+            .store_reconciliation(job_id, &reconciliation)
+            .await?;
+        Ok(reconciliation)
+    }
+}
+
+fn observed(work: &ChunkWork) -> Observed<'_> {
+    Observed {
+        source: &work.source,
+        version: &work.version,
+        version_id: object_version_id(&work.bucket, &work.version.key, &work.version.etag),
+    }
+}
+
+/// The same for every attempt and every job that inserts this chunk of this object version.
+fn observation_token(observed: &Observed<'_>, work: &ChunkWork) -> String {
+    format!(
+        "obs:{}:{}:{}-{}",
+        observed.source, observed.version_id, work.byte_start, work.byte_end
+    )
+}
+
+/// A replayed delisting inserts the same set under the same token; a different set (other
+/// items changed in between) is a different block.
+fn delisting_token(version_id: uuid::Uuid, rows: &[pg::CatalogItemRow]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut skus: Vec<&str> = rows.iter().map(|r| r.sku.as_str()).collect();
+    skus.sort_unstable();
+    for sku in skus {
+        hasher.update(sku.as_bytes());
+        hasher.update([0u8]);
+    }
+    format!("delist:{version_id}:{:x}", hasher.finalize())
 }
 
 #[activities]
@@ -360,9 +615,9 @@ impl EtlActivities {
     pub async fn plan(
         self: Arc<Self>,
         ctx: ActivityContext,
-        request: IngestRequest,
+        input: PlanInput,
     ) -> Result<PlanResult, ActivityError> {
-        self.plan_job(&ctx, &request)
+        heartbeating(&ctx, self.plan_job(&ctx, &input))
             .await
             .map_err(EtlError::into_activity_error)
     }
@@ -374,7 +629,7 @@ impl EtlActivities {
         ctx: ActivityContext,
         task: ChunkTask,
     ) -> Result<ChunkOutcome, ActivityError> {
-        self.run_chunk(&ctx, &task)
+        heartbeating(&ctx, self.run_chunk(&task))
             .await
             .map_err(EtlError::into_activity_error)
     }
@@ -391,6 +646,18 @@ impl EtlActivities {
             .map_err(EtlError::into_activity_error)
     }
 
+    /// Copies to ClickHouse whatever of the job Postgres has and ClickHouse does not.
+    #[activity]
+    pub async fn flush_clickhouse(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        job_id: String,
+    ) -> Result<(), ActivityError> {
+        heartbeating(&ctx, self.flush_job(&job_id))
+            .await
+            .map_err(EtlError::into_activity_error)
+    }
+
     /// Source rows vs ledger vs Postgres vs ClickHouse; stored on the job.
     #[activity]
     pub async fn reconcile(
@@ -403,26 +670,63 @@ impl EtlActivities {
             .map_err(EtlError::into_activity_error)
     }
 
-    /// Lists the source's prefix and splits it against the manifest: what this run ingests.
+    /// Delists what a completed full snapshot no longer mentions (or records why not).
+    #[activity]
+    pub async fn delist(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        job_id: String,
+    ) -> Result<DelistOutcome, ActivityError> {
+        heartbeating(&ctx, self.delist_job(&job_id))
+            .await
+            .map_err(EtlError::into_activity_error)
+    }
+
+    /// The source's catalog in Postgres against ClickHouse; added to the job's reconciliation.
+    #[activity]
+    pub async fn reconcile_catalog(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        job_id: String,
+    ) -> Result<Reconciliation, ActivityError> {
+        heartbeating(&ctx, self.check_catalog(&job_id))
+            .await
+            .map_err(EtlError::into_activity_error)
+    }
+
+    /// No chunk of the job commits after this.
+    #[activity]
+    pub async fn seal(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        job_id: String,
+    ) -> Result<(), ActivityError> {
+        heartbeating(&ctx, self.pg.seal(&job_id))
+            .await
+            .map_err(EtlError::into_activity_error)
+    }
+
+    /// Final status (and error) on the job row.
+    #[activity]
+    pub async fn finalize(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        request: FinalizeRequest,
+    ) -> Result<(), ActivityError> {
+        heartbeating(&ctx, self.pg.finalize(&request.job_id, &request.outcome))
+            .await
+            .map_err(EtlError::into_activity_error)
+    }
+
+    /// Lists the source's prefix page by page and splits it against the manifest: what this
+    /// run ingests (bounded), the rest counted.
     #[activity]
     pub async fn list_source_objects(
         self: Arc<Self>,
         ctx: ActivityContext,
         request: SourceIngestRequest,
     ) -> Result<SourceListing, ActivityError> {
-        let listing = async {
-            let listing = self.s3.list(&request.bucket, &request.prefix).await?;
-            let (to_ingest, skipped, remaining) = self
-                .pg
-                .plan_source_run(&request.source, listing, request.max_objects)
-                .await?;
-            Ok(SourceListing {
-                to_ingest,
-                skipped,
-                remaining,
-            })
-        };
-        heartbeating(&ctx, listing)
+        heartbeating(&ctx, sources::list_source(&self.pg, &self.s3, &request))
             .await
             .map_err(EtlError::into_activity_error)
     }
@@ -433,8 +737,8 @@ impl EtlActivities {
         self: Arc<Self>,
         ctx: ActivityContext,
         job_ids: Vec<String>,
-    ) -> Result<Vec<(String, String, Option<String>)>, ActivityError> {
-        heartbeating(&ctx, self.pg.job_outcomes(&job_ids))
+    ) -> Result<Vec<JobStatus>, ActivityError> {
+        heartbeating(&ctx, self.pg.job_statuses(&job_ids))
             .await
             .map_err(EtlError::into_activity_error)
     }
@@ -451,30 +755,15 @@ impl EtlActivities {
             .map_err(EtlError::into_activity_error)
     }
 
-    /// Final status (and error) on the job row.
+    /// `etlctl reconcile`: recounts a job from the live object and both stores.
     #[activity]
-    pub async fn finalize(
+    pub async fn verify(
         self: Arc<Self>,
         ctx: ActivityContext,
-        request: FinalizeRequest,
-    ) -> Result<(), ActivityError> {
-        heartbeating(&ctx, self.pg.finalize(&request.job_id, &request.outcome))
+        job_id: String,
+    ) -> Result<Verification, ActivityError> {
+        heartbeating(&ctx, self.verify_job(&job_id))
             .await
             .map_err(EtlError::into_activity_error)
-    }
-}
-
-/// A service that failed its start-up check; the message names the service, never a secret.
-#[derive(Debug, thiserror::Error)]
-#[error("{service}: {source}")]
-pub struct StartupError {
-    pub service: &'static str,
-    #[source]
-    pub source: EtlError,
-}
-
-impl StartupError {
-    pub fn new(service: &'static str, source: EtlError) -> Self {
-        Self { service, source }
     }
 }

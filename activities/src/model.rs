@@ -11,6 +11,11 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT_SECS: u64 = 30;
 /// A workflow run continues as new past this many history events: far below Temporal's
 /// 10,240-event warning, whatever the number of chunks (about 6 events per chunk).
 pub const DEFAULT_HISTORY_EVENT_BUDGET: u32 = 6_000;
+/// Transient failures are retried without an attempt cap, backing off up to this interval.
+pub const DEFAULT_RETRY_MAX_INTERVAL_SECS: u64 = 60;
+/// A job that has not ended after this long fails (`deadline_exceeded`); until then an outage
+/// only makes it wait.
+pub const DEFAULT_MAX_JOB_DURATION_SECS: u64 = 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestRequest {
@@ -20,13 +25,84 @@ pub struct IngestRequest {
     pub key: String,
     /// The object version this job ingests; any other version fails the job.
     pub etag: String,
+    pub dry_run: bool,
+    /// `etlctl retry` / `repair`: the job this one re-runs.
+    pub supersedes: Option<Supersedes>,
+    pub options: IngestOptions,
+}
+
+/// How an object is ingested; `ingest`, `ingest-source` and schedules share them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestOptions {
     pub chunk_bytes: u64,
     pub max_parallel_chunks: u32,
-    pub dry_run: bool,
     /// How long a chunk may go without a heartbeat before another worker retries it.
     pub heartbeat_timeout_secs: u64,
     /// History events after which a run hands over to a new run (continue-as-new).
     pub history_event_budget: u32,
+    /// Longest record accepted (contract: 1 MiB by default, at most 64 MiB).
+    pub max_record_bytes: u64,
+    /// The object is not a full snapshot of the source: it never delists anything.
+    pub partial: bool,
+    /// Lets this job delist more than the mass-delist guard allows.
+    pub allow_mass_delist: bool,
+    /// Longest backoff between two attempts of a failing activity.
+    pub retry_max_interval_secs: u64,
+    /// The job fails (`deadline_exceeded`) if it has not ended this long after it started.
+    pub max_job_duration_secs: u64,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            max_parallel_chunks: DEFAULT_MAX_PARALLEL_CHUNKS,
+            heartbeat_timeout_secs: DEFAULT_HEARTBEAT_TIMEOUT_SECS,
+            history_event_budget: DEFAULT_HISTORY_EVENT_BUDGET,
+            max_record_bytes: crate::planner::DEFAULT_MAX_RECORD_BYTES,
+            partial: false,
+            allow_mass_delist: false,
+            retry_max_interval_secs: DEFAULT_RETRY_MAX_INTERVAL_SECS,
+            max_job_duration_secs: DEFAULT_MAX_JOB_DURATION_SECS,
+        }
+    }
+}
+
+/// Why a job is re-run; names the successor's workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rerun {
+    /// `etlctl retry`: the job failed or was cancelled.
+    Retry,
+    /// `etlctl repair`: the job completed, and an operator doubts the result.
+    Repair,
+}
+
+impl Rerun {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Rerun::Retry => "retry",
+            Rerun::Repair => "repair",
+        }
+    }
+
+    pub fn allowed(self, status: &str) -> bool {
+        match self {
+            Rerun::Retry => matches!(status, "failed" | "cancelled"),
+            Rerun::Repair => status == "completed",
+        }
+    }
+
+    /// One successor per job: the same command run twice finds the same workflow and job.
+    pub fn workflow_id(self, origin_job_id: &str) -> String {
+        format!("{}-{origin_job_id}", self.verb())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supersedes {
+    pub job_id: String,
+    pub rerun: Rerun,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +113,25 @@ pub struct ObjectMeta {
     pub size: u64,
     /// RFC 3339, UTC.
     pub last_modified: String,
+}
+
+/// The plan activity's input: the request, and the deadline the workflow fixed for the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanInput {
+    pub request: IngestRequest,
+    /// RFC 3339.
+    pub deadline_at: String,
+}
+
+/// What a job's delisting step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelistOutcome {
+    /// The job may delist: a full snapshot, every chunk committed, the newest object of its
+    /// source.
+    pub eligible: bool,
+    pub delisted: u64,
+    /// `(would_delist, listed)` when the mass-delist guard refused.
+    pub refused: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +166,10 @@ pub struct JobTotals {
     pub rows_total: u64,
     pub rows_valid: u64,
     pub rows_invalid: u64,
+    /// Distinct skus among the valid rows.
+    pub items: u64,
+    /// Items this job listed again after a delisting.
+    pub items_relisted: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,15 +181,48 @@ pub struct Reconciliation {
     pub rows_invalid: u64,
     /// Rows in `invalid_item_logs` for the job.
     pub invalid_logged: u64,
-    /// Distinct skus the job wrote to Postgres (provenance); `None` for a dry run.
+    /// Invalid-row logs of the job deleted by retention since.
+    #[serde(default)]
+    pub invalid_pruned: u64,
+    /// Distinct skus among the valid rows, from the ledger.
+    #[serde(default)]
+    pub items: u64,
+    /// Of those, items present in Postgres' catalog; `None` for a dry run.
     pub pg_items: Option<u64>,
-    /// Distinct skus of the job's observations in ClickHouse (`FINAL`); `None` for a dry run.
+    /// Distinct skus of the object version's observations in ClickHouse (`FINAL`); `None` for
+    /// a dry run.
     pub ch_items: Option<u64>,
-    /// Observation rows of the job in ClickHouse (`FINAL`): must equal `rows_valid`.
+    /// Observation rows of the object version in ClickHouse (`FINAL`): must equal
+    /// `rows_valid`.
     pub ch_observations: Option<u64>,
+    /// The source's current catalog compared between the stores (after delisting).
+    #[serde(default)]
+    pub catalog: Option<CatalogCheck>,
     pub ok: bool,
     /// What did not match, for the job's error.
     pub mismatches: Vec<String>,
+}
+
+/// One store's view of a source's current (listed) catalog, computed inside the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogSide {
+    pub listed: u64,
+    pub delisted: u64,
+    /// Sum over listed items of the first 60 bits of each item's digest (decimal text: it can
+    /// pass 2^64).
+    pub checksum: String,
+    /// Listed items whose fields no longer match the digest recorded when they were written:
+    /// changed in this store behind the pipeline's back.
+    pub inconsistent: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogCheck {
+    pub postgres: CatalogSide,
+    pub clickhouse: CatalogSide,
+    /// Items whose listed state or digest differs between the stores.
+    pub differing_items: u64,
+    pub ok: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +230,8 @@ pub enum JobOutcome {
     Completed,
     Failed {
         error: String,
+        /// The failure's type name (see `error::failure_type`).
+        error_type: String,
     },
     /// Cancelled by an operator: chunks committed so far stay committed.
     Cancelled {
@@ -144,15 +278,27 @@ pub struct JobSummary {
     pub source: String,
     pub status: String,
     pub error: Option<String>,
+    /// The failure's type name when the job failed (`record_too_large`, `source_changed`, ...).
+    pub error_type: Option<String>,
     pub dry_run: bool,
+    /// Ingested as a partial object: it never delists.
+    pub partial: bool,
     pub rows_total: u64,
     pub rows_valid: u64,
     pub rows_invalid: u64,
     pub items: Option<u64>,
+    /// Items of the source this job delisted (its object did not mention them).
+    pub items_delisted: Option<u64>,
+    /// Items this job listed again after an earlier delisting.
+    pub items_relisted: Option<u64>,
+    /// Set when the mass-delist guard refused this job's delisting: `would_delist`, `listed`.
+    pub delist_refused: Option<serde_json::Value>,
     pub chunks: u32,
     pub chunks_committed: u32,
     pub object: JobObject,
     pub reconciliation: Option<JobReconciliation>,
+    /// When the job fails if it has not ended (`--max-job-duration`).
+    pub deadline_at: Option<String>,
     pub created_at: String,
     pub finished_at: Option<String>,
     /// Chunks committed in Postgres whose ClickHouse write has not been confirmed yet.
@@ -222,6 +368,11 @@ pub struct JobReconciliation {
     pub ch_items: Option<u64>,
     pub ch_observations: Option<u64>,
     pub invalid_logged: u64,
+    pub invalid_pruned: u64,
+    /// The source's listed items in each store after this job (null for a dry run).
+    pub pg_listed: Option<u64>,
+    pub ch_listed: Option<u64>,
+    pub catalog_ok: Option<bool>,
     pub ok: bool,
 }
 
@@ -237,36 +388,48 @@ pub struct SourceIngestRequest {
     /// New objects started per run, oldest first; the rest wait for the next run, which keeps
     /// the source workflow's history bounded whatever the backlog.
     pub max_objects: u32,
-    pub chunk_bytes: u64,
-    pub max_parallel_chunks: u32,
-    pub heartbeat_timeout_secs: u64,
-    pub history_event_budget: u32,
+    /// Objects per S3 listing request (the listing is read page by page, in bounded memory).
+    pub list_page_size: u32,
+    /// Applied to every object of the run.
+    pub options: IngestOptions,
 }
 
 pub const DEFAULT_MAX_PARALLEL_OBJECTS: u32 = 2;
 pub const DEFAULT_MAX_OBJECTS_PER_RUN: u32 = 200;
+pub const DEFAULT_LIST_PAGE_SIZE: u32 = 1000;
 
-/// The listing of a source prefix against the manifest.
+/// The listing of a source prefix against the manifest. Its size is bounded by `max_objects`
+/// whatever the number of objects under the prefix: the others are only counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceListing {
     /// Objects to ingest in this run, oldest Last-Modified first.
     pub to_ingest: Vec<ObjectMeta>,
-    /// Objects not started: already ingested, or an earlier job for this version failed
-    /// (that takes `etlctl retry`, not a schedule tick).
-    pub skipped: Vec<SourceObjectOutcome>,
+    /// Versions already ingested (in the manifest).
+    pub skipped: u64,
+    /// Versions whose last job failed or was cancelled: that takes `etlctl retry`, not a tick.
+    pub failed_earlier: u64,
     /// New objects left for the next run (over `max_objects`).
     pub remaining: u64,
+    /// Objects listed under the prefix in all.
+    pub listed: u64,
 }
 
-/// What happened to one object in a source run.
+/// What happened to one object a source run started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceObjectOutcome {
     pub key: String,
     pub etag: String,
     pub last_modified: String,
     pub job_id: String,
-    /// `completed`, `failed`, `cancelled` or `running` for a job of this run; `skipped` for
-    /// a version already ingested; `failed-earlier` for a version whose last job failed.
+    /// `completed`, `failed`, `cancelled` or `running`.
+    pub status: String,
+    pub error: Option<String>,
+}
+
+/// The job row's status and error, for a source run's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub job_id: String,
     pub status: String,
     pub error: Option<String>,
 }
@@ -279,8 +442,11 @@ pub struct SourceReport {
     pub started: u32,
     pub completed: u32,
     pub failed: u32,
-    pub skipped: u32,
+    pub skipped: u64,
+    pub failed_earlier: u64,
     pub remaining: u64,
+    pub listed: u64,
+    /// The objects this run started (skipped ones are only counted).
     pub objects: Vec<SourceObjectOutcome>,
 }
 
@@ -340,6 +506,13 @@ pub fn ingest_workflow_id(
     let digest = uuid::Uuid::new_v5(&JOB_ID_NAMESPACE, identity.as_bytes()).simple();
     let mode = if dry_run { "dry-run" } else { "ingest" };
     format!("{mode}-{source}-{digest}")
+}
+
+/// The identity of an object version in ClickHouse's history (observations): the same for
+/// every job that ingests that version.
+pub fn object_version_id(bucket: &str, key: &str, etag: &str) -> uuid::Uuid {
+    let identity = format!("{bucket}\0{key}\0{etag}");
+    uuid::Uuid::new_v5(&JOB_ID_NAMESPACE, identity.as_bytes())
 }
 
 /// A job's id follows from its workflow id, so a client can name the job before it starts.

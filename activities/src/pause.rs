@@ -1,27 +1,49 @@
-//! Pause points for fault-injection tests: with `ETL_PAUSE_AT=<point>` the worker logs
-//! "paused at <point>" when an activity reaches that step and then never finishes it, so a test
-//! can SIGKILL the process at an exact place (inside an open Postgres transaction, between the
-//! Postgres commit and the ClickHouse write, ...). Unset, each point is one load of a `OnceLock`.
+//! Pause points for fault-injection tests. With `ETL_PAUSE_AT=<point>` the worker holds every
+//! activity that reaches that step, logs "paused at <point>", and stops heartbeating it, as a
+//! worker frozen there would. A test can then SIGKILL the worker at an exact place (inside an
+//! open Postgres transaction, between a commit and the ClickHouse copy, ...), or take a
+//! service down while the job is held, or let the attempt lose its lease to a retry (a zombie).
+//! SIGUSR1 releases the held activities and disarms the point. Unset, each point is one load of
+//! a `OnceLock`.
 
-use std::{fmt, str::FromStr, sync::OnceLock};
+use std::{
+    fmt,
+    str::FromStr,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PausePoint {
     /// The object has been scanned, the plan is not stored yet.
     Plan,
-    /// A chunk's rows are written inside its Postgres transaction, which is not committed.
+    /// A chunk is read and parsed; its transaction has not begun.
+    ChunkAfterRead,
+    /// A chunk's rows and its ClickHouse observations are written inside its Postgres
+    /// transaction, which is not committed.
     ChunkBeforeCommit,
-    /// A chunk is committed in Postgres, its ClickHouse write has not started.
+    /// A chunk is committed; the ClickHouse copy of the catalog rows it changed is not made.
     ChunkBeforeClickHouse,
+    /// The ClickHouse copy is made; the ledger does not say so yet.
+    ChunkBeforeLedger,
     /// Every chunk is done; the job totals are not stored yet.
     Aggregate,
+    /// The delisting is committed in Postgres; its ClickHouse copy is not made.
+    Delist,
 }
 
-const POINTS: [(PausePoint, &str); 4] = [
+const POINTS: [(PausePoint, &str); 7] = [
     (PausePoint::Plan, "plan"),
+    (PausePoint::ChunkAfterRead, "chunk-after-read"),
     (PausePoint::ChunkBeforeCommit, "chunk-before-commit"),
     (PausePoint::ChunkBeforeClickHouse, "chunk-before-clickhouse"),
+    (PausePoint::ChunkBeforeLedger, "chunk-before-ledger"),
     (PausePoint::Aggregate, "aggregate"),
+    (PausePoint::Delist, "delist"),
 ];
 
 impl fmt::Display for PausePoint {
@@ -46,19 +68,67 @@ impl FromStr for PausePoint {
     }
 }
 
-static PAUSE_AT: OnceLock<Option<PausePoint>> = OnceLock::new();
-
-/// Sets the process's pause point once, at worker start-up.
-pub fn arm(point: Option<PausePoint>) {
-    let _ = PAUSE_AT.set(point);
+struct Armed {
+    point: Option<PausePoint>,
+    released: AtomicBool,
+    release: Notify,
 }
 
-/// Never returns if the worker was armed at `point`.
-pub async fn reached(point: PausePoint) {
-    if PAUSE_AT.get().copied().flatten() == Some(point) {
-        tracing::warn!(%point, "paused at {point} (ETL_PAUSE_AT); waiting to be killed");
-        std::future::pending::<()>().await;
+static ARMED: OnceLock<Armed> = OnceLock::new();
+
+tokio::task_local! {
+    /// Set while the current activity is held: its heartbeats stop.
+    static FROZEN: Arc<AtomicBool>;
+}
+
+/// Sets the process's pause point once, at worker start-up; SIGUSR1 releases it.
+pub fn arm(point: Option<PausePoint>) -> std::io::Result<()> {
+    let armed = ARMED.get_or_init(|| Armed {
+        point,
+        released: AtomicBool::new(false),
+        release: Notify::new(),
+    });
+    if armed.point.is_some() {
+        let mut signal =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+        tokio::spawn(async move {
+            signal.recv().await;
+            if let Some(armed) = ARMED.get() {
+                armed.released.store(true, Ordering::SeqCst);
+                armed.release.notify_waiters();
+                tracing::warn!("pause released (SIGUSR1)");
+            }
+        });
     }
+    Ok(())
+}
+
+/// Holds the activity here while the worker is armed at `point` and not released.
+pub async fn reached(point: PausePoint) {
+    let Some(armed) = ARMED.get() else { return };
+    if armed.point != Some(point) {
+        return;
+    }
+    // Registered before the flag is read, so a release in between is not missed.
+    let mut released = std::pin::pin!(armed.release.notified());
+    released.as_mut().enable();
+    if armed.released.load(Ordering::SeqCst) {
+        return;
+    }
+    let frozen = FROZEN.try_with(Arc::clone).ok();
+    if let Some(frozen) = &frozen {
+        frozen.store(true, Ordering::SeqCst);
+    }
+    tracing::warn!(%point, "paused at {point} (ETL_PAUSE_AT); SIGUSR1 releases");
+    released.await;
+    if let Some(frozen) = &frozen {
+        frozen.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Runs `work` with a flag that [`reached`] sets while it holds the work; heartbeats check it.
+pub async fn freezable<T>(frozen: Arc<AtomicBool>, work: impl Future<Output = T>) -> T {
+    FROZEN.scope(frozen, work).await
 }
 
 #[cfg(test)]

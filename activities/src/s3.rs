@@ -1,4 +1,5 @@
-//! Object storage access: HEAD, ranged GET pinned to one ETag, listing, and uploads (demo, tests).
+//! Object storage access: an object's version (HEAD plus the listing's full-precision time),
+//! ranged GET pinned to one ETag, paged listing, and uploads (demo, tests).
 //!
 //! Every read of a job's object sends `If-Match: <etag>`: a replaced object answers 412 and the
 //! job fails closed instead of mixing two versions.
@@ -10,15 +11,26 @@ use aws_sdk_s3::{
         ResponseChecksumValidation, http::HttpResponse,
     },
     error::{DisplayErrorContext, SdkError},
-    primitives::ByteStream,
+    primitives::{ByteStream, DateTime as S3Time},
+};
+use aws_smithy_http_client::{
+    Builder as HttpClientBuilder,
+    tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode},
 };
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
-use crate::{config::Config, error::EtlError, model::ObjectMeta};
+use crate::{config::Config, error::EtlError, model::ObjectMeta, tls::read_pem_certificates};
 
 #[derive(Clone, Debug)]
 pub struct ObjectStore {
     client: Client,
+}
+
+/// One page of a listing and where the next one starts.
+pub struct ListPage {
+    pub objects: Vec<ObjectMeta>,
+    pub next: Option<String>,
 }
 
 fn http_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
@@ -33,8 +45,37 @@ fn s3_error<E: std::error::Error + 'static>(
     EtlError::S3(format!("{what}: {}", DisplayErrorContext(&err)))
 }
 
+fn object_error<E: std::error::Error + 'static>(
+    what: &str,
+    bucket: &str,
+    key: &str,
+    err: SdkError<E, HttpResponse>,
+) -> EtlError {
+    match http_status(&err) {
+        Some(404) => EtlError::ObjectNotFound {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        },
+        Some(403) => EtlError::ObjectForbidden {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            detail: "check the credentials' permissions (AWS_ACCESS_KEY_ID)".to_owned(),
+        },
+        _ => s3_error(&format!("{what} s3://{bucket}/{key}"), err),
+    }
+}
+
+fn utc(time: &S3Time) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(time.secs(), time.subsec_nanos())
+}
+
+/// Versions print at the precision the store gave (the listing's milliseconds, at least).
+pub fn format_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 impl ObjectStore {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config) -> Result<Self, EtlError> {
         let credentials = Credentials::new(
             config.s3_access_key_id.clone(),
             config.s3_secret_access_key.expose().to_owned(),
@@ -42,8 +83,27 @@ impl ObjectStore {
             None,
             "etl-config",
         );
+        // System roots (R2 and AWS use public CAs) plus S3_CA_FILE for a self-hosted store.
+        let mut trust = TrustStore::default();
+        if let Some(path) = &config.s3_ca_file {
+            read_pem_certificates(path).map_err(|reason| {
+                EtlError::S3(format!("S3_CA_FILE {}: {reason}", path.display()))
+            })?;
+            let pem = std::fs::read(path)
+                .map_err(|err| EtlError::S3(format!("S3_CA_FILE {}: {err}", path.display())))?;
+            trust = trust.with_pem_certificate(pem);
+        }
+        let tls_context = TlsContext::builder()
+            .with_trust_store(trust)
+            .build()
+            .map_err(|err| EtlError::S3(format!("S3 TLS settings: {err}")))?;
+        let http_client = HttpClientBuilder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(tls_context)
+            .build_https();
         let mut builder = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(http_client)
             .region(Region::new(config.s3_region.clone()))
             .credentials_provider(credentials)
             .force_path_style(config.s3_force_path_style)
@@ -55,11 +115,15 @@ impl ObjectStore {
         if let Some(endpoint) = &config.s3_endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        Self {
+        Ok(Self {
             client: Client::from_conf(builder.build()),
-        }
+        })
     }
 
+    /// Size, ETag and Last-Modified of the object as it is now. HEAD's Last-Modified header has
+    /// whole seconds only; the listing has the store's full precision, so the version comes
+    /// from there when it lists the same ETag. No time at all is an error: a version of
+    /// "time zero" would lose to every other object of the source.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, EtlError> {
         let out = self
             .client
@@ -68,62 +132,89 @@ impl ObjectStore {
             .key(key)
             .send()
             .await
-            .map_err(|err| match http_status(&err) {
-                Some(404) => EtlError::ObjectNotFound {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                },
-                _ => s3_error(&format!("HEAD s3://{bucket}/{key}"), err),
+            .map_err(|err| object_error("HEAD", bucket, key, err))?;
+        let etag = out.e_tag().unwrap_or_default().to_owned();
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(key)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|err| object_error("LIST", bucket, key, err))?;
+        let listed_time = listed
+            .contents()
+            .iter()
+            .find(|o| o.key() == Some(key) && o.e_tag() == Some(etag.as_str()))
+            .and_then(|o| o.last_modified().and_then(utc));
+        let last_modified = listed_time
+            .or_else(|| out.last_modified().and_then(utc))
+            .ok_or_else(|| EtlError::MissingLastModified {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
             })?;
-        let last_modified = out
-            .last_modified()
-            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         Ok(ObjectMeta {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            etag: out.e_tag().unwrap_or_default().to_owned(),
+            etag,
             size: out.content_length().unwrap_or_default().max(0) as u64,
-            last_modified,
+            last_modified: format_time(last_modified),
         })
     }
 
-    /// Every object under `prefix` (all pages), keys ending in `/` (folder markers) left out.
-    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, EtlError> {
-        let mut objects = Vec::new();
-        let mut pages = self
+    /// One page of the objects under `prefix` (at most `page_size`), folder markers left out.
+    pub async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        page_size: i32,
+        start: Option<String>,
+    ) -> Result<ListPage, EtlError> {
+        let page = self
             .client
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| match http_status(&err) {
-                Some(404) => EtlError::S3(format!("bucket {bucket} does not exist")),
+            .max_keys(page_size)
+            .set_continuation_token(start)
+            .send()
+            .await
+            .map_err(|err| match http_status(&err) {
+                Some(404) => EtlError::BucketNotFound(bucket.to_owned()),
+                Some(403) => EtlError::ObjectForbidden {
+                    bucket: bucket.to_owned(),
+                    key: prefix.to_owned(),
+                    detail: "listing is forbidden for these credentials".to_owned(),
+                },
                 _ => s3_error(&format!("LIST s3://{bucket}/{prefix}"), err),
             })?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                if key.ends_with('/') {
-                    continue;
-                }
-                let last_modified = object
-                    .last_modified()
-                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-                    .unwrap_or_default()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                objects.push(ObjectMeta {
+        let mut objects = Vec::with_capacity(page.contents().len());
+        for object in page.contents() {
+            let Some(key) = object.key() else { continue };
+            if key.ends_with('/') {
+                continue;
+            }
+            let last_modified = object.last_modified().and_then(utc).ok_or_else(|| {
+                EtlError::MissingLastModified {
                     bucket: bucket.to_owned(),
                     key: key.to_owned(),
-                    etag: object.e_tag().unwrap_or_default().to_owned(),
-                    size: object.size().unwrap_or_default().max(0) as u64,
-                    last_modified,
-                });
-            }
+                }
+            })?;
+            objects.push(ObjectMeta {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                etag: object.e_tag().unwrap_or_default().to_owned(),
+                size: object.size().unwrap_or_default().max(0) as u64,
+                last_modified: format_time(last_modified),
+            });
         }
-        Ok(objects)
+        let next = page
+            .is_truncated()
+            .unwrap_or(false)
+            .then(|| page.next_continuation_token().map(str::to_owned))
+            .flatten();
+        Ok(ListPage { objects, next })
     }
 
     /// Streams `[start, end)` of the object version `etag`; `end = None` reads to the end.
@@ -154,16 +245,12 @@ impl ObjectStore {
                     key: key.to_owned(),
                     expected: etag.to_owned(),
                 },
-                Some(404) => EtlError::ObjectNotFound {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                },
-                _ => s3_error(&format!("GET s3://{bucket}/{key}"), err),
+                _ => object_error("GET", bucket, key, err),
             })?;
         Ok(out.body)
     }
 
-    /// Reads `[start, end)` into memory (one chunk: bounded by the chunk size).
+    /// Reads `[start, end)` into memory (one chunk: bounded by the chunk size plus one record).
     pub async fn read_range(
         &self,
         bucket: &str,
@@ -253,7 +340,7 @@ impl ObjectStore {
             .send()
             .await
             .map_err(|err| match http_status(&err) {
-                Some(404) => EtlError::S3(format!("bucket {bucket} does not exist")),
+                Some(404) => EtlError::BucketNotFound(bucket.to_owned()),
                 Some(403) => EtlError::S3(format!(
                     "access to bucket {bucket} denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
                 )),
@@ -275,7 +362,7 @@ pub fn parse_s3_uri(uri: &str) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_s3_uri;
+    use super::*;
 
     #[test]
     fn s3_uris() {
@@ -289,5 +376,13 @@ mod tests {
         );
         assert_eq!(parse_s3_uri("http://x/y"), None);
         assert_eq!(parse_s3_uri("s3:///key"), None);
+    }
+
+    #[test]
+    fn versions_keep_the_stores_precision() {
+        let t = DateTime::from_timestamp(1_700_000_000, 123_000_000).unwrap();
+        assert_eq!(format_time(t), "2023-11-14T22:13:20.123Z");
+        let whole = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        assert_eq!(format_time(whole), "2023-11-14T22:13:20Z");
     }
 }

@@ -1,8 +1,9 @@
-//! `etlctl reconcile`: recount a job from the live object and from both stores, independently
-//! of what the job recorded while it ran.
+//! Verification: the source's current catalog compared between Postgres and ClickHouse (the
+//! workflow's reconcile and `etlctl reconcile`), and `etlctl reconcile`'s recount of a job from
+//! the live object and both stores, independently of what the job recorded while it ran.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
 };
 
@@ -10,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     EtlActivities,
+    ch::ChStore,
     chunk::{parse_chunk, parse_header},
     error::EtlError,
-    model::DEFAULT_CHUNK_BYTES,
+    model::{CatalogCheck, DEFAULT_CHUNK_BYTES, object_version_id},
+    pg::PgStore,
     planner::ChunkPlanner,
 };
 
@@ -36,13 +39,132 @@ pub struct Verification {
     pub object: Counts,
     /// The job's chunk ledger.
     pub ledger: Counts,
-    /// Postgres: provenance items and logged invalid rows.
+    /// Postgres: logged invalid rows, and the object's items present in the catalog.
     pub postgres: Counts,
-    /// ClickHouse: observation rows (= valid rows) and distinct items.
+    /// ClickHouse: observations of the object version (= valid rows) and their items.
     pub clickhouse: Counts,
+    /// Invalid-row logs of the job deleted by retention (not a mismatch).
+    pub invalid_pruned: u64,
+    /// The source's current catalog in both stores; `None` for a dry run, or while another
+    /// job of the source has changes in flight (`catalog_note` says which).
+    pub catalog: Option<CatalogCheck>,
+    pub catalog_note: Option<String>,
     /// Every difference, in words; empty when all counts agree.
     pub deltas: Vec<String>,
     pub ok: bool,
+}
+
+/// Compares `source`'s listed catalog between the stores, inside each store: counts, the
+/// checksum of the items' digests, and items whose fields no longer match their recorded digest
+/// (changed behind the pipeline's back, so that store is the one that is wrong). Where the
+/// checksums differ, buckets of items narrow the difference down to the items themselves.
+/// Waits (a retryable `NotYet`) while another job of the source has changes in flight.
+pub async fn compare_catalog(
+    pg: &PgStore,
+    ch: &ChStore,
+    source: &str,
+    job_id: &str,
+) -> Result<CatalogCheck, EtlError> {
+    let busy = |jobs: Vec<String>| {
+        EtlError::NotYet(format!(
+            "comparing the catalog of source {source} waits for job(s) {} to finish their \
+             changes",
+            jobs.join(", ")
+        ))
+    };
+    let activity = pg.source_activity(source, job_id).await?;
+    if !activity.busy_jobs.is_empty() {
+        return Err(busy(activity.busy_jobs));
+    }
+    let postgres = pg.catalog_side(source).await?;
+    let clickhouse = ch.catalog_side(source).await?;
+    // A job that started meanwhile may have changed one store before the other was read.
+    let activity = pg.source_activity(source, job_id).await?;
+    if !activity.busy_jobs.is_empty() {
+        return Err(busy(activity.busy_jobs));
+    }
+    let same = postgres.listed == clickhouse.listed && postgres.checksum == clickhouse.checksum;
+    let differing_items = if same {
+        0
+    } else {
+        differing_items(pg, ch, source).await?
+    };
+    Ok(CatalogCheck {
+        ok: same && postgres.inconsistent == 0 && clickhouse.inconsistent == 0,
+        differing_items,
+        postgres,
+        clickhouse,
+    })
+}
+
+/// Items listed in one store only, or listed in both with different digests.
+async fn differing_items(pg: &PgStore, ch: &ChStore, source: &str) -> Result<u64, EtlError> {
+    let pg_buckets = pg.catalog_buckets(source).await?;
+    let ch_buckets: HashMap<String, (u64, String)> = ch
+        .catalog_buckets(source)
+        .await?
+        .into_iter()
+        .map(|(bucket, items, checksum)| (bucket, (items, checksum)))
+        .collect();
+    let mut differing: Vec<String> = pg_buckets
+        .iter()
+        .filter(|(bucket, items, checksum)| {
+            ch_buckets.get(bucket) != Some(&(*items, checksum.clone()))
+        })
+        .map(|(bucket, _, _)| bucket.clone())
+        .collect();
+    let pg_names: HashSet<&String> = pg_buckets.iter().map(|(bucket, _, _)| bucket).collect();
+    differing.extend(
+        ch_buckets
+            .keys()
+            .filter(|bucket| !pg_names.contains(bucket))
+            .cloned(),
+    );
+    if differing.is_empty() {
+        return Ok(0);
+    }
+    let in_pg: HashSet<(String, String)> = pg
+        .catalog_digests(source, &differing)
+        .await?
+        .into_iter()
+        .collect();
+    let in_ch: HashSet<(String, String)> = ch
+        .catalog_digests(source, &differing)
+        .await?
+        .into_iter()
+        .collect();
+    let skus: HashSet<&String> = in_pg
+        .symmetric_difference(&in_ch)
+        .map(|(sku, _)| sku)
+        .collect();
+    Ok(skus.len() as u64)
+}
+
+/// What a failed catalog comparison says, one sentence per finding.
+pub fn catalog_mismatches(check: &CatalogCheck) -> Vec<String> {
+    let mut found = Vec::new();
+    for (store, side) in [
+        ("Postgres", &check.postgres),
+        ("ClickHouse", &check.clickhouse),
+    ] {
+        if side.inconsistent > 0 {
+            found.push(format!(
+                "{store}: {} listed item(s) no longer match the digest recorded when they were \
+                 written (changed in {store} outside the pipeline)",
+                side.inconsistent
+            ));
+        }
+    }
+    if check.postgres.listed != check.clickhouse.listed
+        || check.postgres.checksum != check.clickhouse.checksum
+    {
+        found.push(format!(
+            "the current catalog differs between the stores: Postgres lists {} items, \
+             ClickHouse {}; {} item(s) differ",
+            check.postgres.listed, check.clickhouse.listed, check.differing_items
+        ));
+    }
+    found
 }
 
 /// Stable within one process run, which is all a distinct count needs.
@@ -53,11 +175,12 @@ fn sku_hash(sku: &str) -> u64 {
 }
 
 impl EtlActivities {
-    /// Recounts the object in chunks read one at a time (memory bounded by the chunk size plus
-    /// eight bytes per distinct sku), compares with the ledger, Postgres and ClickHouse, and
-    /// stores the result on the job (`verified_at`).
+    /// Recounts the object in chunks read one at a time (memory bounded by one chunk plus
+    /// eight bytes per distinct sku), compares with the ledger, Postgres and ClickHouse and the
+    /// source's catalog between the stores, and stores the result on the job (`verified_at`).
     pub async fn verify_job(&self, job_id: &str) -> Result<Verification, EtlError> {
         let summary = self.pg.job_summary(job_id).await?;
+        let facts = self.pg.job_facts(job_id).await?;
         let object = &summary.object;
         let mut deltas = Vec::new();
         let current = match self.s3.head(&object.bucket, &object.key).await {
@@ -73,8 +196,13 @@ impl EtlActivities {
         };
         let recount = match &current {
             Some(meta) if meta.etag == object.etag => Some(
-                self.recount(&object.bucket, &object.key, &object.etag)
-                    .await?,
+                self.recount(
+                    &object.bucket,
+                    &object.key,
+                    &object.etag,
+                    facts.max_record_bytes,
+                )
+                .await?,
             ),
             Some(meta) => {
                 deltas.push(format!(
@@ -86,30 +214,44 @@ impl EtlActivities {
             None => None,
         };
         let totals = self.pg.totals(job_id).await?;
-        let (pg_items, invalid_logged) = self.pg.job_counts(job_id).await?;
-        let ch = if summary.dry_run {
-            None
-        } else {
-            Some(self.ch.job_counts(job_id).await?)
-        };
+        let (invalid_logged, invalid_pruned) = self.pg.invalid_logged(job_id).await?;
         let ledger = Counts {
             rows_total: Some(totals.rows_total),
             rows_valid: Some(totals.rows_valid),
             rows_invalid: Some(totals.rows_invalid),
-            items: None,
+            items: Some(totals.items),
         };
-        let postgres = Counts {
-            rows_total: None,
-            rows_valid: None,
-            rows_invalid: Some(invalid_logged),
-            items: (!summary.dry_run).then_some(pg_items),
+        let mut postgres = Counts {
+            rows_invalid: Some(invalid_logged + invalid_pruned),
+            ..Counts::default()
         };
-        let clickhouse = Counts {
-            rows_total: None,
-            rows_valid: ch.map(|(_, observations)| observations),
-            rows_invalid: None,
-            items: ch.map(|(items, _)| items),
-        };
+        let mut clickhouse = Counts::default();
+        let (mut catalog, mut catalog_note) = (None, None);
+        if !summary.dry_run {
+            let stale = self
+                .pg
+                .snapshot_newer_than(&facts.source, &facts.version)
+                .await?;
+            if !stale {
+                postgres.items = Some(self.pg.job_items_in_catalog(&facts.source, job_id).await?);
+            }
+            let version_id =
+                object_version_id(&facts.bucket, &facts.version.key, &facts.version.etag);
+            let (observations, skus) = self
+                .ch
+                .version_counts(&facts.source, &facts.version, version_id)
+                .await?;
+            clickhouse.rows_valid = Some(observations);
+            clickhouse.items = Some(skus);
+            match compare_catalog(&self.pg, &self.ch, &facts.source, job_id).await {
+                Ok(check) => {
+                    deltas.extend(catalog_mismatches(&check));
+                    catalog = Some(check);
+                }
+                Err(EtlError::NotYet(note)) => catalog_note = Some(note),
+                Err(err) => return Err(err),
+            }
+        }
         let object_counts = recount.clone().unwrap_or_default();
         if totals.chunks_committed != totals.chunks {
             deltas.push(format!(
@@ -141,17 +283,22 @@ impl EtlActivities {
             (
                 "invalid rows",
                 ("ledger", ledger.rows_invalid),
-                ("postgres log", postgres.rows_invalid),
+                ("postgres log (with pruned)", postgres.rows_invalid),
             ),
             (
                 "valid rows",
                 ("ledger", ledger.rows_valid),
                 ("clickhouse observations", clickhouse.rows_valid),
             ),
-            ("items", ("object", items), ("postgres", postgres.items)),
+            ("items", ("object", items), ("ledger", ledger.items)),
             (
                 "items",
+                ("ledger", ledger.items),
                 ("postgres", postgres.items),
+            ),
+            (
+                "items",
+                ("ledger", ledger.items),
                 ("clickhouse", clickhouse.items),
             ),
         ] {
@@ -180,6 +327,9 @@ impl EtlActivities {
             ledger,
             postgres,
             clickhouse,
+            invalid_pruned,
+            catalog,
+            catalog_note,
             ok: deltas.is_empty(),
             deltas,
         };
@@ -191,18 +341,33 @@ impl EtlActivities {
         Ok(verification)
     }
 
-    async fn recount(&self, bucket: &str, key: &str, etag: &str) -> Result<Counts, EtlError> {
-        // Pass 1: a fresh plan of the live object, independent of the one the job stored.
+    async fn recount(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        max_record_bytes: u64,
+    ) -> Result<Counts, EtlError> {
+        let too_large = |source| EtlError::RecordTooLarge {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source,
+        };
+        // Pass 1: a fresh plan of the live object, independent of the one the job stored. Its
+        // chunks are kept (about 40 bytes per 4 MiB of object).
         let mut body = self.s3.open_range(bucket, key, etag, 0, None).await?;
-        let mut planner = ChunkPlanner::new(DEFAULT_CHUNK_BYTES);
+        let mut planner = ChunkPlanner::new(DEFAULT_CHUNK_BYTES, max_record_bytes);
+        let mut chunks = Vec::new();
         while let Some(bytes) = body
             .try_next()
             .await
             .map_err(|err| EtlError::S3(format!("reading s3://{bucket}/{key}: {err}")))?
         {
-            planner.feed(&bytes);
+            planner.feed(&bytes).map_err(too_large)?;
+            chunks.extend(planner.take_chunks());
         }
-        let plan = planner.finish();
+        let plan = planner.finish().map_err(too_large)?;
+        chunks.extend(plan.chunks);
         let header = parse_header(&plan.header_bytes).map_err(|err| EtlError::BadHeader {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -211,7 +376,7 @@ impl EtlActivities {
         // Pass 2: parse and validate chunk by chunk.
         let (mut valid, mut invalid) = (0u64, 0u64);
         let mut skus = HashSet::new();
-        for chunk in &plan.chunks {
+        for chunk in &chunks {
             let bytes = self
                 .s3
                 .read_range(bucket, key, etag, chunk.start, chunk.end)

@@ -13,7 +13,7 @@ use std::{
 };
 
 use activities::{
-    config::Config,
+    config::{Config, Needs},
     error::error_chain,
     generator::{COLUMNS, GeneratedStats, GeneratorConfig, write_catalog},
     s3::ObjectStore,
@@ -109,7 +109,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let base = Config::from_env()?;
+    activities::tls::install_crypto_provider();
+    let base = Config::from_env(Needs::ALL)?;
     let work_dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&work_dir)?;
 
@@ -117,7 +118,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("generating {} rows into {}", args.rows, file.display());
     let stats = generate(&args, &file)?;
     let key = format!("bench/{}", file.file_name().unwrap().to_string_lossy());
-    let s3 = ObjectStore::new(&base);
+    let s3 = ObjectStore::new(&base)?;
     s3.ensure_bucket("catalog").await?;
     s3.put_path("catalog", &key, &file).await?;
 
@@ -273,16 +274,11 @@ async fn fresh_postgres(base: &Config) -> anyhow::Result<String> {
 }
 
 async fn fresh_clickhouse(base: &Config) -> anyhow::Result<clickhouse::Client> {
-    let compression = match base.clickhouse_compression {
-        activities::config::ClickHouseCompression::None => clickhouse::Compression::None,
-        activities::config::ClickHouseCompression::Lz4 => clickhouse::Compression::Lz4,
-    };
     let admin = clickhouse::Client::default()
         .with_url(&base.clickhouse_url)
         .with_user(&base.clickhouse_user)
         .with_password(base.clickhouse_password.expose())
-        .with_compression(compression)
-        .with_validation(base.clickhouse_validation);
+        .with_option("async_insert", "0");
     admin
         .query(&format!("DROP DATABASE IF EXISTS {BENCH_DATABASE}"))
         .execute()

@@ -3,22 +3,27 @@
 use std::{io::Write, process::ExitCode};
 
 use activities::{
-    EtlActivities,
     config::Config,
     model::{
-        DEFAULT_HEARTBEAT_TIMEOUT_SECS, DEFAULT_HISTORY_EVENT_BUDGET, DEFAULT_MAX_PARALLEL_CHUNKS,
-        IngestRequest, job_id_for_workflow,
+        DEFAULT_MAX_PARALLEL_CHUNKS, IngestOptions, IngestRequest, Rerun, Supersedes,
+        job_id_for_workflow,
     },
-    ops::{JOB_STATUSES, JobFilter, Rerun},
+    ops::{JOB_STATUSES, JobFilter},
     pg::PgStore,
     s3::ObjectStore,
+    temporal::Patience,
+    verify::Verification,
 };
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
-use temporalio_client::{UntypedWorkflow, WorkflowCancelOptions, WorkflowGetResultOptions};
+use temporalio_client::{
+    UntypedWorkflow, WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy, WorkflowStartOptions,
+};
+use workflows::Reconcile;
 
-use crate::{check_source, exit_code, print_summary, run_job};
+use crate::{check_source, exit_code, print_summary, start_job, wait_for_workflow};
 
 #[derive(Args)]
 pub struct ListArgs {
@@ -102,9 +107,9 @@ pub async fn list(config: &Config, args: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `retry` and `repair`: a new job for the same object, linked to the old one both ways.
-/// The object is checked first: a changed ETag means the old job's object version is gone,
-/// and re-running would ingest different data under the old job's name unless `--force`.
+/// `retry` and `repair`: a new job for the same object, linked to the old one both ways by its
+/// workflow. The object is checked first: a changed ETag means the old job's object version is
+/// gone, and re-running would ingest different data under the old job's name unless `--force`.
 pub async fn rerun(config: &Config, rerun: Rerun, args: RerunArgs) -> anyhow::Result<ExitCode> {
     let pg = PgStore::connect(config).await.context("Postgres")?;
     let origin = pg.rerun_origin(&args.job_id).await?;
@@ -114,54 +119,98 @@ pub async fn rerun(config: &Config, rerun: Rerun, args: RerunArgs) -> anyhow::Re
             origin.job_id
         );
     }
-    let successor_id = match &origin.superseded_by_job_id {
-        Some(successor) => successor.clone(),
-        None => {
-            let s3 = ObjectStore::new(config);
-            let object = s3.head(&origin.bucket, &origin.key).await?;
-            if object.etag != origin.etag && !args.force {
-                eprintln!(
-                    "etlctl: refusing to {} job {}: s3://{}/{} changed since the job \
-                     (ETag {} then, {} now). Re-run with --force to ingest the current version.",
-                    rerun.verb(),
-                    origin.job_id,
-                    origin.bucket,
-                    origin.key,
-                    origin.etag,
-                    object.etag
-                );
-                return Ok(ExitCode::from(3));
-            }
-            let workflow_id = rerun.workflow_id(&origin.job_id);
-            let request = IngestRequest {
-                job_id: job_id_for_workflow(&workflow_id),
-                source: origin.source.clone(),
-                bucket: origin.bucket.clone(),
-                key: origin.key.clone(),
-                etag: object.etag,
-                chunk_bytes: origin.chunk_bytes,
-                max_parallel_chunks: args.parallel,
-                dry_run: false,
-                heartbeat_timeout_secs: DEFAULT_HEARTBEAT_TIMEOUT_SECS,
-                history_event_budget: DEFAULT_HISTORY_EVENT_BUDGET,
-            };
-            let successor = pg
-                .open_successor_job(rerun, &origin.job_id, &request, &workflow_id)
-                .await?;
-            if successor == request.job_id {
-                run_job(config, &pg, &request, &workflow_id, args.wait).await?;
-            }
-            successor
+    let workflow_id = rerun.workflow_id(&origin.job_id);
+    let successor = job_id_for_workflow(&workflow_id);
+    match &origin.superseded_by_job_id {
+        Some(existing) if *existing != successor => bail!(
+            "job {} was already superseded by job {existing}",
+            origin.job_id
+        ),
+        Some(_) => {
+            // Running the same command again returns the same successor.
+            let summary = pg.job_summary(&successor).await?;
+            print_summary(config, &summary, args.json)?;
+            return Ok(exit_code(&summary));
         }
+        None => {}
+    }
+    if !rerun.allowed(&origin.status) {
+        bail!(
+            "job {} is {}: `{}` is for {} jobs{}",
+            origin.job_id,
+            origin.status,
+            rerun.verb(),
+            match rerun {
+                Rerun::Retry => "failed or cancelled",
+                Rerun::Repair => "completed",
+            },
+            match (rerun, origin.status.as_str()) {
+                (Rerun::Retry, "completed") => " (use `etlctl repair` to re-ingest it)",
+                (Rerun::Repair, "failed" | "cancelled") => " (use `etlctl retry`)",
+                (_, "running") => " (wait for it, or `etlctl cancel` it first)",
+                _ => "",
+            }
+        );
+    }
+    let s3 = ObjectStore::new(config)?;
+    let object = s3.head(&origin.bucket, &origin.key).await?;
+    if object.etag != origin.etag && !args.force {
+        eprintln!(
+            "etlctl: refusing to {} job {}: s3://{}/{} changed since the job \
+             (ETag {} then, {} now). Re-run with --force to ingest the current version.",
+            rerun.verb(),
+            origin.job_id,
+            origin.bucket,
+            origin.key,
+            origin.etag,
+            object.etag
+        );
+        return Ok(ExitCode::from(3));
+    }
+    let request = IngestRequest {
+        job_id: successor,
+        source: origin.source.clone(),
+        bucket: origin.bucket.clone(),
+        key: origin.key.clone(),
+        etag: object.etag.clone(),
+        dry_run: false,
+        supersedes: Some(Supersedes {
+            job_id: origin.job_id.clone(),
+            rerun,
+        }),
+        options: IngestOptions {
+            chunk_bytes: origin.chunk_bytes,
+            max_parallel_chunks: args.parallel,
+            max_record_bytes: origin.max_record_bytes,
+            partial: origin.partial,
+            allow_mass_delist: origin.allow_mass_delist,
+            ..IngestOptions::default()
+        },
     };
-    let summary = pg.job_summary(&successor_id).await?;
+    let summary = start_job(config, &pg, &request, &workflow_id, &object, args.wait).await?;
     print_summary(config, &summary, args.json)?;
     Ok(exit_code(&summary))
 }
 
+/// Runs the `Reconcile` workflow (a worker recounts and stores the verification on the job).
 pub async fn reconcile(config: &Config, job_id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let activities = EtlActivities::connect(config).await?;
-    let verification = activities.verify_job(job_id).await?;
+    let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
+    let workflow_id = format!("reconcile-{job_id}");
+    let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.clone())
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .static_summary(format!("reconcile job {job_id}"))
+        .build();
+    client
+        .start_workflow(Reconcile::run, job_id.to_owned(), options)
+        .await
+        .with_context(|| format!("starting workflow {workflow_id}"))?;
+    wait_for_workflow(config, &workflow_id).await;
+    let verification: Verification = client
+        .get_workflow_handle::<Reconcile>(workflow_id.clone())
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+        .with_context(|| format!("reconcile of job {job_id} failed (workflow {workflow_id})"))?;
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(&verification)?)?;
@@ -190,6 +239,28 @@ pub async fn reconcile(config: &Config, job_id: &str, json: bool) -> anyhow::Res
                 count(c.rows_valid),
                 count(c.rows_invalid),
                 count(c.items)
+            )?;
+        }
+        if let Some(catalog) = &verification.catalog {
+            writeln!(
+                out,
+                "catalog      listed: postgres {}  clickhouse {}  (delisted {} / {}); {} \
+                 item(s) differ",
+                catalog.postgres.listed,
+                catalog.clickhouse.listed,
+                catalog.postgres.delisted,
+                catalog.clickhouse.delisted,
+                catalog.differing_items
+            )?;
+        }
+        if let Some(note) = &verification.catalog_note {
+            writeln!(out, "catalog      not compared: {note}")?;
+        }
+        if verification.invalid_pruned > 0 {
+            writeln!(
+                out,
+                "retention    {} invalid-row logs pruned (counted)",
+                verification.invalid_pruned
             )?;
         }
         if verification.ok {
@@ -221,7 +292,7 @@ pub async fn cancel(
             summary.status
         );
     }
-    let client = activities::temporal::connect(config, "etlctl").await?;
+    let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
     let handle = client.get_workflow_handle::<UntypedWorkflow>(summary.workflow_id.clone());
     handle
         .cancel(
@@ -234,7 +305,7 @@ pub async fn cancel(
     if wait {
         // The workflow lets chunks in flight finish, then marks the job; its own outcome is
         // `cancelled`, which is what we asked for.
-        let _ = handle.get_result(WorkflowGetResultOptions::default()).await;
+        wait_for_workflow(config, &summary.workflow_id).await;
     }
     let summary = pg.job_summary(job_id).await?;
     if json {

@@ -1,30 +1,36 @@
-//! `etlctl`: starts ingests and reads job results. Operators run it from a shell or cron; its
-//! `--json` output is an interface for their scripts.
+//! `etlctl`: starts ingests, cancels and reads jobs, manages schedules. Operators run it from a
+//! shell or cron; its `--json` output is an interface for their scripts. It never writes a
+//! job's state: the workflow owns the job.
 
-use std::{io::Write, path::PathBuf, process::ExitCode};
+use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 
-use activities::ops::Rerun;
 use activities::{
-    config::Config,
+    config::{Config, Needs},
     generator::{GeneratorConfig, write_catalog},
     model::{
-        DEFAULT_CHUNK_BYTES, DEFAULT_HEARTBEAT_TIMEOUT_SECS, DEFAULT_HISTORY_EVENT_BUDGET,
-        DEFAULT_MAX_PARALLEL_CHUNKS, IngestRequest, JobOutcome, JobSummary,
+        IngestRequest, JobObject, JobSummary, ObjectMeta, ingest_workflow_id, job_id_for_workflow,
     },
     pg::PgStore,
     s3::{ObjectStore, parse_s3_uri},
+    temporal::Patience,
 };
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use temporalio_client::{
-    WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
+    Client, UntypedWorkflow, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
+    errors::WorkflowStartError,
 };
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use workflows::{CatalogIngest, IngestInput};
 
 mod jobs;
+mod options;
 mod schedules;
 mod sources;
+
+use options::IngestOptionArgs;
 
 #[derive(Parser)]
 #[command(
@@ -121,24 +127,14 @@ struct IngestArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// Target chunk size in bytes (chunks end on record boundaries, so they may be longer).
-    #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
-    chunk_bytes: u64,
-    /// Chunks processed in parallel.
-    #[arg(long, default_value_t = DEFAULT_MAX_PARALLEL_CHUNKS, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    parallel: u32,
     /// Validate and count only: no writes to the catalog tables.
     #[arg(long)]
     dry_run: bool,
     /// Workflow ID to use instead of the one derived from (source, bucket, key, ETag).
     #[arg(long)]
     workflow_id: Option<String>,
-    /// Seconds a chunk may go without heartbeat before it is retried elsewhere.
-    #[arg(long, default_value_t = DEFAULT_HEARTBEAT_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
-    heartbeat_timeout: u64,
-    /// History events after which a workflow run continues as new.
-    #[arg(long, default_value_t = DEFAULT_HISTORY_EVENT_BUDGET, value_parser = clap::value_parser!(u32).range(20..=10_000))]
-    history_event_budget: u32,
+    #[command(flatten)]
+    options: IngestOptionArgs,
 }
 
 #[derive(Args)]
@@ -168,8 +164,49 @@ struct GenerateArgs {
     stats: bool,
 }
 
+impl Command {
+    /// The services the command talks to: only their settings are required.
+    fn needs(&self) -> Needs {
+        let all = Needs::ALL;
+        let none = Needs::NONE;
+        match self {
+            Command::Ingest(_) | Command::Retry(_) | Command::Repair(_) => Needs {
+                clickhouse: false,
+                ..all
+            },
+            Command::IngestSource(_)
+            | Command::Schedule { .. }
+            | Command::Retention { .. }
+            | Command::Reconcile { .. } => Needs {
+                temporal: true,
+                ..none
+            },
+            Command::Cancel { .. } => Needs {
+                temporal: true,
+                postgres: true,
+                ..none
+            },
+            Command::Jobs { .. } | Command::Audit(_) => Needs {
+                postgres: true,
+                ..none
+            },
+            Command::Migrate => Needs {
+                postgres: true,
+                clickhouse: true,
+                ..none
+            },
+            Command::Generate(args) => Needs {
+                s3: args.upload.is_some(),
+                ..none
+            },
+            Command::Upload { .. } => Needs { s3: true, ..none },
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    activities::tls::install_crypto_provider();
     match run(Cli::parse()).await {
         Ok(code) => code,
         Err(err) => {
@@ -180,7 +217,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = Config::from_env().context("configuration")?;
+    let config = Config::from_env(cli.command.needs()).context("configuration")?;
     match cli.command {
         Command::Ingest(args) => ingest(&config, args).await,
         Command::Jobs {
@@ -203,8 +240,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: JobsCommand::List(args),
         } => jobs::list(&config, args).await,
         Command::IngestSource(args) => sources::ingest_source(&config, args).await,
-        Command::Retry(args) => jobs::rerun(&config, Rerun::Retry, args).await,
-        Command::Repair(args) => jobs::rerun(&config, Rerun::Repair, args).await,
+        Command::Retry(args) => jobs::rerun(&config, activities::model::Rerun::Retry, args).await,
+        Command::Repair(args) => jobs::rerun(&config, activities::model::Rerun::Repair, args).await,
         Command::Reconcile { job_id, json } => jobs::reconcile(&config, &job_id, json).await,
         Command::Cancel {
             job_id,
@@ -216,8 +253,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retention { command } => sources::retention(&config, command).await,
         Command::Audit(args) => sources::audit(&config, args).await,
         Command::Migrate => {
-            let activities = activities::EtlActivities::connect(&config).await?;
-            drop(activities);
+            let pg = PgStore::connect(&config)
+                .await
+                .context("Postgres (DATABASE_URL)")?;
+            pg.migrate().await.context("Postgres migrations")?;
+            let ch =
+                activities::ch::ChStore::new(&config).context("ClickHouse (CLICKHOUSE_URL)")?;
+            ch.check_version()
+                .await
+                .context("ClickHouse (CLICKHOUSE_URL)")?;
+            ch.migrate().await.context("ClickHouse migrations")?;
             println!("migrations applied (Postgres and ClickHouse)");
             Ok(ExitCode::SUCCESS)
         }
@@ -226,7 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (bucket, key) = parse_object_uri(&uri)?;
             let body =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let s3 = ObjectStore::new(&config);
+            let s3 = ObjectStore::new(&config)?;
             s3.ensure_bucket(&bucket).await?;
             let meta = s3.put(&bucket, &key, body.into()).await?;
             println!("{}", serde_json::to_string(&meta)?);
@@ -258,91 +303,245 @@ pub(crate) fn check_source(source: &str) -> anyhow::Result<()> {
 async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<ExitCode> {
     check_source(&args.source)?;
     let (bucket, key) = parse_object_uri(&args.uri)?;
-    let s3 = ObjectStore::new(config);
+    let s3 = ObjectStore::new(config)?;
     let object = s3.head(&bucket, &key).await?;
     let workflow_id = args.workflow_id.clone().unwrap_or_else(|| {
-        activities::model::ingest_workflow_id(
-            &args.source,
-            &bucket,
-            &key,
-            &object.etag,
-            args.dry_run,
-        )
+        ingest_workflow_id(&args.source, &bucket, &key, &object.etag, args.dry_run)
     });
     let request = IngestRequest {
-        job_id: activities::model::job_id_for_workflow(&workflow_id),
+        job_id: job_id_for_workflow(&workflow_id),
         source: args.source.clone(),
         bucket,
         key,
         etag: object.etag.clone(),
-        chunk_bytes: args.chunk_bytes,
-        max_parallel_chunks: args.parallel,
         dry_run: args.dry_run,
-        heartbeat_timeout_secs: args.heartbeat_timeout,
-        history_event_budget: args.history_event_budget,
+        supersedes: None,
+        options: args.options.options(),
     };
     let pg = PgStore::connect(config).await.context("Postgres")?;
-    // The job row exists before the workflow starts, so `jobs show` answers at once; an
-    // existing final job (same object version, same source) is returned as is.
-    let job = pg.open_job(&request, &workflow_id).await?;
-    if job.status == "running" {
-        run_job(config, &pg, &request, &workflow_id, args.wait).await?;
-    }
-    let summary = pg.job_summary(&request.job_id).await?;
+    let summary = start_job(config, &pg, &request, &workflow_id, &object, args.wait).await?;
     print_summary(config, &summary, args.json)?;
     Ok(exit_code(&summary))
 }
 
-/// Starts (or finds) the workflow of a job whose row exists, and with `wait` waits for it.
-/// A workflow that cannot start fails its job, so no job is left `running` without one.
-pub(crate) async fn run_job(
+/// Starts the job's workflow unless its job exists already, and with `wait` follows it to the
+/// end. A job or workflow under the same id for another object, ETag or mode is refused.
+pub(crate) async fn start_job(
     config: &Config,
     pg: &PgStore,
     request: &IngestRequest,
     workflow_id: &str,
+    object: &ObjectMeta,
     wait: bool,
+) -> anyhow::Result<JobSummary> {
+    let existing = match pg.job_summary(&request.job_id).await {
+        Ok(summary) => Some(summary),
+        Err(activities::error::EtlError::JobNotFound(_)) => None,
+        Err(err) => return Err(err.into()),
+    };
+    if let Some(summary) = &existing {
+        check_same_job(workflow_id, request, summary)?;
+        if summary.status != "running" {
+            // The same object version was ingested already: nothing is started again.
+            return Ok(summary.clone());
+        }
+    }
+    let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
+    start_or_attach(config, &client, request, workflow_id).await?;
+    if wait {
+        wait_for_workflow(config, workflow_id).await;
+    }
+    match pg.job_summary(&request.job_id).await {
+        Ok(summary) => {
+            if wait && summary.status == "running" {
+                eprintln!(
+                    "etlctl: workflow {workflow_id} ended but the job is still `running`: the \
+                     workflow was terminated before it could finalize the job (see the Web UI)"
+                );
+            }
+            Ok(summary)
+        }
+        Err(activities::error::EtlError::JobNotFound(_)) => {
+            Ok(pending_summary(request, workflow_id, object))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn check_same_job(
+    workflow_id: &str,
+    request: &IngestRequest,
+    summary: &JobSummary,
 ) -> anyhow::Result<()> {
-    let client = activities::temporal::connect(config, "etlctl").await?;
+    let o = &summary.object;
+    if summary.source != request.source
+        || o.bucket != request.bucket
+        || o.key != request.key
+        || o.etag != request.etag
+        || summary.dry_run != request.dry_run
+    {
+        bail!(
+            "workflow id {workflow_id} belongs to job {} of {}{} s3://{}/{} ETag {}, not to this \
+             request ({} s3://{}/{} ETag {}{}); choose another --workflow-id",
+            summary.job_id,
+            summary.source,
+            if summary.dry_run { " (dry run)" } else { "" },
+            o.bucket,
+            o.key,
+            o.etag,
+            request.source,
+            request.bucket,
+            request.key,
+            request.etag,
+            if request.dry_run { ", dry run" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// Starts the workflow, or finds the one running under the id: then its input must name the
+/// same object version and mode.
+async fn start_or_attach(
+    config: &Config,
+    client: &Client,
+    request: &IngestRequest,
+    workflow_id: &str,
+) -> anyhow::Result<()> {
     let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.to_owned())
-        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .static_summary(format!(
+            "{} · s3://{}/{}",
+            request.source, request.bucket, request.key
+        ))
         .build();
     let input = IngestInput {
         request: request.clone(),
         resume: None,
     };
-    let handle = match client
+    match client
         .start_workflow(CatalogIngest::run, input, options)
         .await
     {
-        Ok(handle) => handle,
-        Err(err) => {
-            let error = format!("could not start workflow {workflow_id}: {err:#}");
-            pg.finalize(
-                &request.job_id,
-                &JobOutcome::Failed {
-                    error: error.clone(),
-                },
-            )
-            .await?;
-            bail!(error);
+        Ok(_) => Ok(()),
+        Err(WorkflowStartError::AlreadyStarted { .. }) => {
+            let running = running_request(client, workflow_id).await?;
+            let same = running.source == request.source
+                && running.bucket == request.bucket
+                && running.key == request.key
+                && running.etag == request.etag
+                && running.dry_run == request.dry_run;
+            if !same {
+                bail!(
+                    "workflow id {workflow_id} is running for {} s3://{}/{} ETag {}{}, not for \
+                     this request; choose another --workflow-id",
+                    running.source,
+                    running.bucket,
+                    running.key,
+                    running.etag,
+                    if running.dry_run { " (dry run)" } else { "" }
+                );
+            }
+            Ok(())
         }
+        Err(err) => Err(err).with_context(|| format!("starting workflow {workflow_id}")),
+    }
+}
+
+/// The request a running ingest workflow was started with (its latest run's input).
+async fn running_request(client: &Client, workflow_id: &str) -> anyhow::Result<IngestRequest> {
+    use futures::StreamExt;
+    let mut history = client
+        .get_workflow_handle::<UntypedWorkflow>(workflow_id.to_owned())
+        .fetch_history(WorkflowFetchHistoryOptions::default());
+    let first = history
+        .next()
+        .await
+        .context("the running workflow has no history")??;
+    let Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) = first.attributes
+    else {
+        bail!("workflow {workflow_id}: its first event is not its start");
     };
-    if wait && let Err(err) = handle.get_result(WorkflowGetResultOptions::default()).await {
-        // The workflow records its failure on the job row before failing; this only shows
-        // when it could not (Postgres down at that moment, or the run was terminated).
-        let summary = pg.job_summary(&request.job_id).await?;
-        if summary.status == "running" {
-            pg.finalize(
-                &request.job_id,
-                &JobOutcome::Failed {
-                    error: format!("workflow {workflow_id} ended without a result: {err}"),
-                },
-            )
-            .await?;
+    let payload = started
+        .input
+        .and_then(|p| p.payloads.into_iter().next())
+        .context("the running workflow has no input")?;
+    let input: IngestInput = serde_json::from_slice(&payload.data)
+        .with_context(|| format!("workflow {workflow_id} is not an ingest"))?;
+    Ok(input.request)
+}
+
+/// Follows a workflow to its end. Losing Temporal (a restart, a network cut) is not an
+/// outcome: the wait reconnects and goes on, for as long as it takes.
+pub(crate) async fn wait_for_workflow(config: &Config, workflow_id: &str) {
+    let mut warned = false;
+    loop {
+        let waited = async {
+            let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
+            let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_owned());
+            match handle.get_result(WorkflowGetResultOptions::default()).await {
+                Ok(_) => Ok(()),
+                // Failed, cancelled, terminated: the job row says what happened.
+                Err(err) if err.is_workflow_outcome() => Ok(()),
+                Err(err) => Err(anyhow::Error::from(err)),
+            }
+        };
+        match waited.await {
+            Ok(()) => return,
+            Err(err) => {
+                if !warned {
+                    eprintln!(
+                        "etlctl: lost Temporal while waiting for {workflow_id} ({}); \
+                         reconnecting until it answers",
+                        activities::error::error_chain(err.as_ref())
+                    );
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
         }
     }
-    Ok(())
+}
+
+/// The summary of a job whose workflow has not created its row yet.
+fn pending_summary(request: &IngestRequest, workflow_id: &str, object: &ObjectMeta) -> JobSummary {
+    JobSummary {
+        job_id: request.job_id.clone(),
+        workflow_id: workflow_id.to_owned(),
+        source: request.source.clone(),
+        status: "running".to_owned(),
+        error: None,
+        error_type: None,
+        dry_run: request.dry_run,
+        partial: request.options.partial,
+        rows_total: 0,
+        rows_valid: 0,
+        rows_invalid: 0,
+        items: None,
+        items_delisted: None,
+        items_relisted: None,
+        delist_refused: None,
+        chunks: 0,
+        chunks_committed: 0,
+        object: JobObject {
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+            etag: object.etag.clone(),
+            size: Some(object.size),
+            last_modified: Some(object.last_modified.clone()),
+        },
+        reconciliation: None,
+        deadline_at: None,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        finished_at: None,
+        chunks_clickhouse_pending: 0,
+        supersedes_job_id: request.supersedes.as_ref().map(|s| s.job_id.clone()),
+        superseded_by_job_id: None,
+        superseded_at: None,
+        verified_at: None,
+        verified_ok: None,
+        chunk_details: None,
+    }
 }
 
 pub(crate) fn exit_code(summary: &JobSummary) -> ExitCode {
@@ -366,19 +565,24 @@ pub(crate) fn print_summary(
         return Ok(());
     }
     let o = &summary.object;
+    let count = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
     writeln!(
         out,
         "job            {}  ({})",
         summary.job_id, summary.status
     )?;
     if let Some(error) = &summary.error {
-        writeln!(out, "error          {error}")?;
+        match &summary.error_type {
+            Some(kind) => writeln!(out, "error          [{kind}] {error}")?,
+            None => writeln!(out, "error          {error}")?,
+        }
     }
     writeln!(
         out,
-        "source         {}{}",
+        "source         {}{}{}",
         summary.source,
-        if summary.dry_run { "  (dry run)" } else { "" }
+        if summary.dry_run { "  (dry run)" } else { "" },
+        if summary.partial { "  (partial)" } else { "" }
     )?;
     writeln!(
         out,
@@ -386,7 +590,7 @@ pub(crate) fn print_summary(
         o.bucket,
         o.key,
         o.etag,
-        o.size.map_or("?".to_owned(), |s| s.to_string()),
+        count(o.size),
         o.last_modified.as_deref().unwrap_or("?")
     )?;
     writeln!(
@@ -395,27 +599,45 @@ pub(crate) fn print_summary(
         summary.rows_total,
         summary.rows_valid,
         summary.rows_invalid,
-        summary.items.map_or("-".to_owned(), |n| n.to_string())
+        count(summary.items)
     )?;
     writeln!(
         out,
         "chunks         {} committed of {}",
         summary.chunks_committed, summary.chunks
     )?;
+    if summary.items_delisted.is_some() || summary.items_relisted.is_some() {
+        writeln!(
+            out,
+            "catalog        delisted {}  relisted {}",
+            count(summary.items_delisted),
+            count(summary.items_relisted)
+        )?;
+    }
+    if let Some(refused) = &summary.delist_refused {
+        writeln!(
+            out,
+            "delisting      REFUSED by the mass-delist guard: would delist {} of {} listed \
+             items (--allow-mass-delist overrides)",
+            refused["would_delist"], refused["listed"]
+        )?;
+    }
     if let Some(r) = &summary.reconciliation {
         writeln!(
             out,
-            "reconciliation {}  source rows {}  pg items {}  ch items {}",
+            "reconciliation {}  source rows {}  pg items {}  ch items {}  listed pg {} ch {}",
             if r.ok { "ok" } else { "MISMATCH" },
             r.source_rows,
-            r.pg_items.map_or("-".to_owned(), |n| n.to_string()),
-            r.ch_items.map_or("-".to_owned(), |n| n.to_string())
+            count(r.pg_items),
+            count(r.ch_items),
+            count(r.pg_listed),
+            count(r.ch_listed)
         )?;
     }
     if summary.chunks_clickhouse_pending > 0 {
         writeln!(
             out,
-            "clickhouse     {} committed chunks not yet written to ClickHouse",
+            "clickhouse     {} committed chunks not yet copied to ClickHouse",
             summary.chunks_clickhouse_pending
         )?;
     }
@@ -439,15 +661,21 @@ pub(crate) fn print_summary(
             }
         )?;
     }
+    if summary.status == "running"
+        && let Some(deadline) = &summary.deadline_at
+    {
+        writeln!(out, "deadline       {deadline}")?;
+    }
     writeln!(out, "workflow       {}", summary.workflow_id)?;
-    writeln!(out, "web ui         {web_ui}")?;
+    if let Some(web_ui) = &web_ui {
+        writeln!(out, "web ui         {web_ui}")?;
+    }
     if let Some(chunks) = &summary.chunk_details {
         writeln!(
             out,
             "\n{:>6} {:>12} {:>12} {:>8} {:>8} {:>8} {:>9} {:>4} {:>9}",
             "chunk", "bytes from", "to", "rows", "valid", "invalid", "status", "att", "ms"
         )?;
-        let count = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
         for c in chunks {
             writeln!(
                 out,
@@ -486,7 +714,7 @@ async fn generate(config: &Config, args: GenerateArgs) -> anyhow::Result<ExitCod
             let (bucket, key) = parse_object_uri(uri)?;
             let mut body = Vec::new();
             let stats = write_catalog(&generator, &mut body)?;
-            let s3 = ObjectStore::new(config);
+            let s3 = ObjectStore::new(config)?;
             s3.ensure_bucket(&bucket).await?;
             s3.put(&bucket, &key, body.into()).await?;
             stats

@@ -82,7 +82,7 @@ pub struct TimingArgs {
     #[arg(long, default_value = "UTC")]
     timezone: String,
     /// Missed ticks older than this are skipped (units s, m, h, d).
-    #[arg(long, default_value = DEFAULT_CATCHUP_WINDOW, value_parser = parse_duration)]
+    #[arg(long, default_value = DEFAULT_CATCHUP_WINDOW, value_parser = parse_catchup_window)]
     catchup_window: Duration,
     /// Pause the schedule when a run fails, until an operator unpauses it.
     #[arg(long)]
@@ -115,23 +115,9 @@ pub struct CreateRetentionArgs {
     schedule_id: String,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} has no unit (s, m, h or d)"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} does not start with a number"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?} (s, m, h or d)")),
-    };
-    // Temporal's minimum catch-up window.
-    let duration = Duration::from_secs(number * seconds);
+/// Temporal's minimum catch-up window is ten seconds.
+fn parse_catchup_window(text: &str) -> Result<Duration, String> {
+    let duration = crate::options::parse_duration(text)?;
     if duration < Duration::from_secs(10) {
         return Err("the catch-up window is at least 10s".to_owned());
     }
@@ -160,7 +146,9 @@ fn schedule_error(err: ScheduleError, what: &str) -> anyhow::Error {
 }
 
 pub async fn run(config: &Config, command: ScheduleCommand) -> anyhow::Result<ExitCode> {
-    let client = activities::temporal::connect(config, "etlctl").await?;
+    let client =
+        activities::temporal::connect(config, "etlctl", activities::temporal::Patience::Command)
+            .await?;
     match command {
         ScheduleCommand::Create(args) => {
             let request = args.run.request()?;
@@ -319,7 +307,10 @@ async fn create(
             json!({"schedule_id": schedule_id, "outcome": outcome, "web_ui_url": web_ui})
         );
     } else {
-        println!("schedule {schedule_id} {outcome}\nweb ui  {web_ui}");
+        println!("schedule {schedule_id} {outcome}");
+        if let Some(web_ui) = &web_ui {
+            println!("web ui  {web_ui}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

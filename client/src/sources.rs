@@ -6,13 +6,13 @@ use activities::{
     audit::Thresholds,
     config::Config,
     model::{
-        DEFAULT_CHUNK_BYTES, DEFAULT_HEARTBEAT_TIMEOUT_SECS, DEFAULT_HISTORY_EVENT_BUDGET,
-        DEFAULT_MAX_OBJECTS_PER_RUN, DEFAULT_MAX_PARALLEL_CHUNKS, DEFAULT_MAX_PARALLEL_OBJECTS,
+        DEFAULT_LIST_PAGE_SIZE, DEFAULT_MAX_OBJECTS_PER_RUN, DEFAULT_MAX_PARALLEL_OBJECTS,
         DEFAULT_RETENTION_BATCH, DEFAULT_RETENTION_DAYS, DEFAULT_RETENTION_MAX_ROWS,
         RetentionReport, RetentionRequest, SourceIngestRequest, SourceReport,
     },
     pg::PgStore,
     s3::parse_s3_uri,
+    temporal::Patience,
 };
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -22,7 +22,7 @@ use temporalio_client::{
 };
 use workflows::{Retention, SourceIngest};
 
-use crate::check_source;
+use crate::{check_source, options::IngestOptionArgs, wait_for_workflow};
 
 /// What a source run needs besides the source and its prefix; shared by `ingest-source` and
 /// `schedule create`.
@@ -40,11 +40,13 @@ pub struct SourceRunArgs {
     /// New objects per run, oldest first; the rest is left for the next run.
     #[arg(long, default_value_t = DEFAULT_MAX_OBJECTS_PER_RUN, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_objects: u32,
-    #[arg(long, default_value_t = DEFAULT_CHUNK_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
-    pub chunk_bytes: u64,
-    /// Chunks in parallel within each object.
-    #[arg(long, default_value_t = DEFAULT_MAX_PARALLEL_CHUNKS, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub parallel: u32,
+    /// Objects per S3 listing request.
+    #[arg(long, default_value_t = DEFAULT_LIST_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub list_page_size: u32,
+    /// Applied to every object of the run (`--partial`: the source's objects are not full
+    /// snapshots and never delist).
+    #[command(flatten)]
+    pub options: IngestOptionArgs,
 }
 
 impl SourceRunArgs {
@@ -62,10 +64,8 @@ impl SourceRunArgs {
             prefix,
             max_parallel_objects: self.parallel_objects,
             max_objects: self.max_objects,
-            chunk_bytes: self.chunk_bytes,
-            max_parallel_chunks: self.parallel,
-            heartbeat_timeout_secs: DEFAULT_HEARTBEAT_TIMEOUT_SECS,
-            history_event_budget: DEFAULT_HISTORY_EVENT_BUDGET,
+            list_page_size: self.list_page_size,
+            options: self.options.options(),
         })
     }
 }
@@ -90,12 +90,16 @@ pub fn manual_source_workflow_id(source: &str) -> String {
 pub async fn ingest_source(config: &Config, args: IngestSourceArgs) -> anyhow::Result<ExitCode> {
     let request = args.run.request()?;
     let workflow_id = manual_source_workflow_id(&request.source);
-    let client = activities::temporal::connect(config, "etlctl").await?;
+    let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
     let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.clone())
         .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .static_summary(format!(
+            "{} · s3://{}/{}",
+            request.source, request.bucket, request.prefix
+        ))
         .build();
-    let handle = client
+    client
         .start_workflow(SourceIngest::run, request, options)
         .await
         .with_context(|| format!("starting workflow {workflow_id}"))?;
@@ -107,14 +111,19 @@ pub async fn ingest_source(config: &Config, args: IngestSourceArgs) -> anyhow::R
                 json!({"workflow_id": workflow_id, "status": "running", "web_ui_url": web_ui})
             );
         } else {
-            println!("source run {workflow_id} started\nweb ui  {web_ui}");
+            println!("source run {workflow_id} started");
+            if let Some(web_ui) = &web_ui {
+                println!("web ui  {web_ui}");
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let report = handle
+    wait_for_workflow(config, &workflow_id).await;
+    let report = client
+        .get_workflow_handle::<SourceIngest>(workflow_id.clone())
         .get_result(WorkflowGetResultOptions::default())
         .await
-        .with_context(|| format!("source run {workflow_id} failed (see {web_ui})"))?;
+        .with_context(|| format!("source run {workflow_id} failed"))?;
     print_source_report(&report, &workflow_id, &web_ui, args.json)?;
     Ok(if report.failed > 0 {
         ExitCode::FAILURE
@@ -126,7 +135,7 @@ pub async fn ingest_source(config: &Config, args: IngestSourceArgs) -> anyhow::R
 fn print_source_report(
     report: &SourceReport,
     workflow_id: &str,
-    web_ui: &str,
+    web_ui: &Option<String>,
     json: bool,
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -139,15 +148,17 @@ fn print_source_report(
     }
     writeln!(
         out,
-        "source {} (s3://{}/{}): {} started, {} completed, {} failed, {} skipped, {} left for \
-         the next run",
+        "source {} (s3://{}/{}): {} listed, {} started, {} completed, {} failed, {} already \
+         ingested, {} failed earlier (etlctl retry), {} left for the next run",
         report.source,
         report.bucket,
         report.prefix,
+        report.listed,
         report.started,
         report.completed,
         report.failed,
         report.skipped,
+        report.failed_earlier,
         report.remaining
     )?;
     for object in &report.objects {
@@ -165,7 +176,9 @@ fn print_source_report(
                 .unwrap_or_default()
         )?;
     }
-    writeln!(out, "web ui  {web_ui}")?;
+    if let Some(web_ui) = web_ui {
+        writeln!(out, "web ui  {web_ui}")?;
+    }
     Ok(())
 }
 
@@ -218,17 +231,19 @@ pub async fn retention(config: &Config, command: RetentionCommand) -> anyhow::Re
         json,
     } = command;
     let request = args.request()?;
-    let client = activities::temporal::connect(config, "etlctl").await?;
+    let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
     let workflow_id = "retention-manual".to_owned();
     let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.clone())
         .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
         .build();
-    let handle = client
+    client
         .start_workflow(Retention::run, request, options)
         .await
         .with_context(|| format!("starting workflow {workflow_id}"))?;
-    let report: RetentionReport = handle
+    wait_for_workflow(config, &workflow_id).await;
+    let report: RetentionReport = client
+        .get_workflow_handle::<Retention>(workflow_id.clone())
         .get_result(WorkflowGetResultOptions::default())
         .await
         .with_context(|| format!("retention run {workflow_id} failed"))?;
@@ -279,9 +294,10 @@ pub async fn audit(config: &Config, args: AuditArgs) -> anyhow::Result<ExitCode>
         for s in &report.sources {
             writeln!(
                 out,
-                "{}: {} items, median price {}, last ingest {}",
+                "{}: {} listed items ({} delisted), median price {}, last ingest {}",
                 s.source,
                 s.items,
+                s.delisted,
                 s.median_price.map_or("-".to_owned(), |p| format!("{p:.2}")),
                 s.days_since_last_ingest
                     .map_or("never".to_owned(), |d| format!("{d:.1} days ago"))

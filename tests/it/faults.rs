@@ -1,21 +1,25 @@
-//! Fault injection: workers killed at exact steps, services stopped mid-job, the object
-//! replaced mid-job. Each test ends with exact counts in Postgres and ClickHouse.
+//! Fault injection: workers killed or frozen at exact steps, services down for long outages or
+//! restarted mid-job, the object replaced mid-job. Each test ends with exact counts in Postgres
+//! and ClickHouse, ClickHouse counted with `FINAL` and raw (no duplicate waits for a merge).
 //!
-//! Some tests stop shared services (Postgres, ClickHouse, Garage), so this module runs alone
-//! and one test at a time: `make test-faults` (which `make test` calls after the other tests).
+//! Nothing races the clock: a job is held at a pause point (`ETL_PAUSE_AT`), the fault is
+//! made, then the job is released (SIGUSR1) or the worker killed. Some tests stop shared
+//! services, so this module runs alone, one test at a time: `make test-faults` (which
+//! `make test` calls after the other tests).
 
-use std::time::Duration;
+use std::{process::Stdio, time::Duration};
 
 use activities::generator::{GeneratedStats, GeneratorConfig};
 
 use crate::{
     harness::{AsyncCheck, CommittedChunks, TestEnv, u},
-    ingest::{assert_reconciled, catalog, wait_until_final},
+    ingest::{assert_reconciled, catalog, observations, raw_observations, wait_until_final},
 };
 
 const KEY: &str = "cotopaxi/faults.csv";
 
-/// A job of about `rows / 30` chunks, its id, and the generator's expected counts.
+/// Puts a catalog of about `rows / 30` chunks and starts its ingest; returns the job id and
+/// the generator's expected counts.
 async fn start_job(
     env: &TestEnv,
     rows: u64,
@@ -56,15 +60,6 @@ impl AsyncCheck for JobCount<'_> {
     }
 }
 
-async fn ch_count(env: &TestEnv, sql: &str, job_id: &str) -> u64 {
-    env.ch
-        .query(sql)
-        .bind(job_id)
-        .fetch_one()
-        .await
-        .unwrap_or_else(|err| panic!("{sql}: {err}"))
-}
-
 async fn status(env: &TestEnv, job_id: &str) -> String {
     let job: sqlx::types::Uuid = job_id.parse().unwrap();
     sqlx::query_scalar("SELECT status FROM etl_jobs WHERE id = $1")
@@ -74,29 +69,55 @@ async fn status(env: &TestEnv, job_id: &str) -> String {
         .unwrap()
 }
 
+/// Raw rows of the current catalog copy in ClickHouse (no `FINAL`).
+async fn raw_catalog_rows(env: &TestEnv) -> u64 {
+    env.ch
+        .query("SELECT count() FROM catalog_items")
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
 /// Exact counts, and not even a physical duplicate waiting for a ClickHouse merge: every
-/// chunk's ClickHouse rows were written by exactly one successful attempt.
+/// chunk's observations and catalog copy landed exactly once.
 async fn assert_exact_without_duplicates(env: &TestEnv, job_id: &str, stats: &GeneratedStats) {
     let summary = wait_until_final(env, job_id).await;
     assert_reconciled(env, &summary, stats).await;
     assert_eq!(u(&summary["chunks_clickhouse_pending"]), 0, "{summary}");
-    let raw = ch_count(
-        env,
-        "SELECT count() FROM catalog_item_observations WHERE job_id = ?",
-        job_id,
-    )
-    .await;
-    assert_eq!(raw, stats.rows_valid, "raw ClickHouse observations");
+    assert_eq!(observations(env, KEY).await, stats.rows_valid);
+    assert_eq!(
+        raw_observations(env, KEY).await,
+        stats.rows_valid,
+        "raw ClickHouse observations"
+    );
+    assert_eq!(
+        raw_catalog_rows(env).await,
+        stats.distinct_valid_skus,
+        "raw ClickHouse catalog rows"
+    );
 }
 
-/// A worker SIGKILLed where it paused at `point`; the caller checks the state the kill left and
-/// starts a plain worker.
-async fn kill_at(name: &str, point: &str, seed: u64) -> (TestEnv, String, GeneratedStats) {
+/// A worker held at `point`; the caller makes its fault, then kills or releases it.
+async fn held_at(
+    name: &str,
+    point: &str,
+    seed: u64,
+    extra: &[&str],
+) -> (TestEnv, String, GeneratedStats) {
     let mut env = TestEnv::new(name).await;
     env.start_worker_pausing_at(point);
-    let (job_id, stats) = start_job(&env, 400, seed, &["--parallel", "2"]).await;
+    let mut args = vec!["--parallel", "2"];
+    args.extend_from_slice(extra);
+    let (job_id, stats) = start_job(&env, 400, seed, &args).await;
     env.wait_for_log(&format!("paused at {point}"), Duration::from_secs(60))
         .await;
+    (env, job_id, stats)
+}
+
+/// A worker SIGKILLed where it was held at `point`; the caller checks the state the kill left
+/// and starts a plain worker.
+async fn kill_at(name: &str, point: &str, seed: u64) -> (TestEnv, String, GeneratedStats) {
+    let (mut env, job_id, stats) = held_at(name, point, seed, &[]).await;
     env.kill_workers();
     (env, job_id, stats)
 }
@@ -113,6 +134,8 @@ async fn killed_while_planning() {
     assert_exact_without_duplicates(&env, &job_id, &stats).await;
 }
 
+/// The observations were inserted inside the open transaction; the retry inserts them again
+/// under the same token and ClickHouse drops the repeat.
 #[tokio::test]
 async fn killed_inside_an_uncommitted_chunk_transaction() {
     let (mut env, job_id, stats) = kill_at("kill_chunk", "chunk-before-commit", 32).await;
@@ -121,19 +144,22 @@ async fn killed_inside_an_uncommitted_chunk_transaction() {
             .await,
         0
     );
-    let items = env
-        .scalar(
-            "SELECT count(*) FROM catalog_item_jobs WHERE job_id = $1",
-            &job_id,
-        )
-        .await;
-    assert_eq!(items, 0, "the killed transaction left nothing behind");
+    let items: i64 = sqlx::query_scalar("SELECT count(*) FROM catalog_items")
+        .fetch_one(&env.pg)
+        .await
+        .unwrap();
+    assert_eq!(items, 0, "the killed transaction left nothing in Postgres");
+    assert!(
+        raw_observations(&env, KEY).await > 0,
+        "its observations were inserted before the kill"
+    );
     env.start_worker();
     assert_exact_without_duplicates(&env, &job_id, &stats).await;
 }
 
+/// Committed in Postgres, not copied to ClickHouse: the retry copies from Postgres alone.
 #[tokio::test]
-async fn killed_between_postgres_commit_and_clickhouse_write() {
+async fn killed_between_postgres_commit_and_clickhouse_copy() {
     let (mut env, job_id, stats) = kill_at("kill_gap", "chunk-before-clickhouse", 33).await;
     let in_gap = env
         .scalar(
@@ -142,20 +168,28 @@ async fn killed_between_postgres_commit_and_clickhouse_write() {
         )
         .await;
     assert!(in_gap >= 1, "a chunk was committed in Postgres only");
-    assert_eq!(
-        ch_count(
-            &env,
-            "SELECT count() FROM catalog_item_observations WHERE job_id = ?",
-            &job_id
-        )
-        .await,
-        0
-    );
+    assert_eq!(raw_catalog_rows(&env).await, 0);
     env.start_worker();
     assert_exact_without_duplicates(&env, &job_id, &stats).await;
-    // The retry found the chunk committed and wrote only ClickHouse.
     let retried = env.scalar(&chunk_count("attempts > 1"), &job_id).await;
     assert!(retried >= in_gap);
+}
+
+/// The copy landed but the ledger does not say so: the retry copies the same rows again and
+/// ClickHouse drops the identical block.
+#[tokio::test]
+async fn killed_before_the_ledger_records_the_clickhouse_copy() {
+    let (mut env, job_id, stats) = kill_at("kill_ledger", "chunk-before-ledger", 39).await;
+    let unconfirmed = env
+        .scalar(
+            &chunk_count("status = 'committed' AND NOT clickhouse_written"),
+            &job_id,
+        )
+        .await;
+    assert!(unconfirmed >= 1);
+    assert!(raw_catalog_rows(&env).await > 0, "the copy had landed");
+    env.start_worker();
+    assert_exact_without_duplicates(&env, &job_id, &stats).await;
 }
 
 #[tokio::test]
@@ -171,6 +205,48 @@ async fn killed_while_aggregating() {
     assert_eq!(status(&env, &job_id).await, "running");
     env.start_worker();
     assert_exact_without_duplicates(&env, &job_id, &stats).await;
+}
+
+/// A zombie: an attempt frozen at `point` (no heartbeats, not killed) loses its lease to a
+/// retry on another worker, which finishes the job; then the zombie wakes up and carries on.
+/// It must neither commit Postgres again nor insert into ClickHouse again.
+async fn zombie_at(name: &str, point: &str, seed: u64) {
+    let mut env = TestEnv::new(name).await;
+    // One activity slot: the frozen attempt holds it, so every retry goes to the other worker.
+    env.start_worker_pausing_at_with(point, &[("ETL_MAX_CONCURRENT_ACTIVITIES", "1")]);
+    let (job_id, stats) = start_job(
+        &env,
+        400,
+        seed,
+        &["--parallel", "1", "--heartbeat-timeout", "2"],
+    )
+    .await;
+    env.wait_for_log(&format!("paused at {point}"), Duration::from_secs(60))
+        .await;
+    env.start_worker();
+    let summary = wait_until_final(&env, &job_id).await;
+    assert_eq!(summary["status"], "completed", "{summary}");
+    let zombies = env.scalar(&chunk_count("attempts >= 2"), &job_id).await;
+    assert!(zombies >= 1, "a retry took over the frozen attempt's chunk");
+    env.release_pause();
+    env.wait_for_log("stale attempt", Duration::from_secs(60))
+        .await;
+    assert_exact_without_duplicates(&env, &job_id, &stats).await;
+}
+
+#[tokio::test]
+async fn a_zombie_attempt_before_its_transaction_writes_nothing() {
+    zombie_at("zombie_read", "chunk-after-read", 40).await;
+}
+
+#[tokio::test]
+async fn a_zombie_attempt_between_commit_and_copy_inserts_nothing_twice() {
+    zombie_at("zombie_copy", "chunk-before-clickhouse", 41).await;
+}
+
+#[tokio::test]
+async fn a_zombie_attempt_before_the_ledger_inserts_nothing_twice() {
+    zombie_at("zombie_ledger", "chunk-before-ledger", 42).await;
 }
 
 /// `workers` workers and a job of ~200 chunks with a few committed: something can fail mid-job.
@@ -207,16 +283,23 @@ async fn two_workers_share_a_job_and_one_is_killed() {
     assert_exact_without_duplicates(&env, &job_id, &stats).await;
 }
 
-/// Stops `service` until some chunk matching `failed_chunks` (a filter on `etl_chunks`) shows
-/// that an attempt failed against it, checks the job waits, starts the service again and
-/// expects exact counts.
-async fn survives_outage(name: &str, seed: u64, service: &str, failed_chunks: &str) {
-    let (env, job_id, stats) = job_under_way(name, seed, 1).await;
+/// Holds a job with a chunk read and parsed, stops `service`, releases the job and waits until
+/// a chunk has failed `attempts` times against the stopped service (with a one-second backoff
+/// cap), checks the job still runs, then starts the service again: exact counts.
+async fn survives_outage(name: &str, seed: u64, service: &str, attempts: i64) {
+    let (env, job_id, stats) = held_at(
+        name,
+        "chunk-after-read",
+        seed,
+        &["--retry-max-interval", "1s"],
+    )
+    .await;
     let stopped = env.stop_service(service);
-    let sql = chunk_count(failed_chunks);
+    env.release_pause();
+    let sql = chunk_count(&format!("attempts >= {attempts}"));
     env.wait_for(
-        &format!("a chunk attempt to fail while {service} is down"),
-        Duration::from_secs(60),
+        &format!("a chunk to fail {attempts} times while {service} is down"),
+        Duration::from_secs(300),
         JobCount {
             sql: &sql,
             job_id: &job_id,
@@ -229,41 +312,79 @@ async fn survives_outage(name: &str, seed: u64, service: &str, failed_chunks: &s
     assert_exact_without_duplicates(&env, &job_id, &stats).await;
 }
 
+/// Longer than the old retry budget (20 attempts, about eight minutes of backoff): with no
+/// attempt cap the job waits out the outage however long it is.
+#[tokio::test]
+async fn clickhouse_down_for_longer_than_the_old_retry_budget() {
+    survives_outage("ch_down", 37, "clickhouse", 25).await;
+}
+
+#[tokio::test]
+async fn s3_down_for_a_while() {
+    survives_outage("s3_down", 38, "garage", 5).await;
+}
+
+/// The job's chunk transactions are held; Postgres goes away and comes back.
 #[tokio::test]
 async fn postgres_restarted_mid_job() {
-    let (env, job_id, stats) = job_under_way("pg_restart", 36, 1).await;
+    let (env, job_id, stats) = held_at("pg_restart", "chunk-after-read", 36, &[]).await;
     env.restart_service("postgres");
-    assert_eq!(status(&env, &job_id).await, "running", "restarted mid-job");
+    env.release_pause();
     assert_exact_without_duplicates(&env, &job_id, &stats).await;
 }
 
-/// Nothing committed to Postgres is missing from ClickHouse afterwards (0 chunks pending).
+/// Temporal restarts (same database file) while `etlctl ingest --wait` waits on the job: the
+/// job completes exactly, and the waiting command reattaches and prints the completed summary.
 #[tokio::test]
-async fn clickhouse_down_mid_job_then_back() {
-    survives_outage(
-        "ch_down",
-        37,
-        "clickhouse",
-        "status = 'committed' AND NOT clickhouse_written AND attempts >= 2",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn s3_unavailable_for_a_while() {
-    survives_outage(
-        "s3_down",
-        38,
-        "garage",
-        "status = 'planned' AND attempts >= 2",
-    )
-    .await;
+async fn temporal_restarted_while_a_client_waits() {
+    let mut env = TestEnv::new("temporal_restart").await;
+    env.start_worker_pausing_at("chunk-after-read");
+    let (body, stats) = catalog(GeneratorConfig {
+        rows: 400,
+        seed: 43,
+        invalid_per_mille: 40,
+        ..GeneratorConfig::default()
+    });
+    env.put(KEY, body).await;
+    let uri = env.uri(KEY);
+    let waiting = env
+        .etlctl_command(&[
+            "ingest",
+            uri.as_str(),
+            "--source",
+            "cotopaxi",
+            "--json",
+            "--wait",
+            "--chunk-bytes",
+            "20000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_for_log("paused at chunk-after-read", Duration::from_secs(60))
+        .await;
+    let stopped = env.stop_service("temporal");
+    stopped.start();
+    env.release_pause();
+    let output = waiting.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(printed["status"], "completed", "{printed}");
+    let job_id = printed["job_id"].as_str().unwrap().to_owned();
+    assert_exact_without_duplicates(&env, &job_id, &stats).await;
 }
 
 #[tokio::test]
 async fn an_object_replaced_mid_job_fails_closed() {
     let mut env = TestEnv::new("replaced").await;
-    env.start_worker();
+    env.start_worker_pausing_at("chunk-after-read");
     let (body, _) = catalog(GeneratorConfig {
         rows: 800,
         seed: 3,
@@ -276,15 +397,8 @@ async fn an_object_replaced_mid_job_fails_closed() {
     );
     assert_eq!(started.code, 0, "{}{}", started.stdout, started.stderr);
     let job_id = started.json()["job_id"].as_str().unwrap().to_owned();
-    env.wait_for(
-        "the first chunks to commit",
-        Duration::from_secs(60),
-        CommittedChunks {
-            job_id: &job_id,
-            at_least: 2,
-        },
-    )
-    .await;
+    env.wait_for_log("paused at chunk-after-read", Duration::from_secs(60))
+        .await;
     let (new_body, _) = catalog(GeneratorConfig {
         rows: 800,
         seed: 4,
@@ -292,9 +406,11 @@ async fn an_object_replaced_mid_job_fails_closed() {
         ..GeneratorConfig::default()
     });
     env.put("cotopaxi/replaced.csv", new_body).await;
+    env.release_pause();
 
     let shown = wait_until_final(&env, &job_id).await;
     assert_eq!(shown["status"], "failed", "{shown}");
+    assert_eq!(shown["error_type"], "source_changed", "{shown}");
     let error = shown["error"].as_str().unwrap();
     assert!(error.contains("source changed"), "{error}");
     let mixed: i64 =
@@ -310,7 +426,7 @@ async fn an_object_replaced_mid_job_fails_closed() {
         .await
         .unwrap();
     assert_eq!(ch_mixed, 0);
-    // What was committed before the change is reported, exactly once.
+    // What was committed before the change is reported, exactly once, and is in ClickHouse.
     let committed = env
         .scalar(
             "SELECT coalesce(sum(rows_total), 0)::bigint FROM etl_chunks WHERE job_id = $1 AND status = 'committed'",
@@ -318,55 +434,5 @@ async fn an_object_replaced_mid_job_fails_closed() {
         )
         .await;
     assert_eq!(u(&shown["rows_total"]), committed as u64);
-}
-
-/// Bad configuration fails at start-up, fast, naming the problem and never a secret.
-#[tokio::test]
-async fn bad_configuration_fails_at_start_up_without_leaking_secrets() {
-    let env = TestEnv::new("badconfig").await;
-    let pg_secret = "pg-Secret-4711";
-    let s3_secret = "s3-Secret-0815-abcdefghijklmnop";
-    let wrong_db = format!("postgres://postgres:{pg_secret}@127.0.0.1:5432/no_such_database");
-    let cases: [(&[(&str, &str)], &str); 7] = [
-        (
-            &[("DATABASE_URL", wrong_db.as_str())],
-            "Postgres (DATABASE_URL)",
-        ),
-        (
-            &[("CLICKHOUSE_URL", "http://127.0.0.1:9")],
-            "ClickHouse (CLICKHOUSE_URL)",
-        ),
-        (
-            &[("ETL_CHECK_BUCKETS", "no-such-bucket")],
-            "bucket no-such-bucket does not exist",
-        ),
-        (&[("AWS_SECRET_ACCESS_KEY", s3_secret)], "access to bucket"),
-        (
-            &[("TEMPORAL_ADDRESS", "http://127.0.0.1:9")],
-            "cannot reach Temporal",
-        ),
-        (
-            &[("CLICKHOUSE_COMPRESSION", "zstd")],
-            "CLICKHOUSE_COMPRESSION is invalid",
-        ),
-        (&[("ETL_PAUSE_AT", "mid-chunk")], "ETL_PAUSE_AT is invalid"),
-    ];
-    for (overrides, expected) in cases {
-        let (code, output, elapsed) = env.failing_worker(overrides);
-        assert_ne!(code, 0, "{overrides:?}: {output}");
-        assert!(
-            output.contains(expected),
-            "{overrides:?}: {output:?} should name {expected:?}"
-        );
-        assert!(
-            elapsed < Duration::from_secs(15),
-            "{overrides:?} took {elapsed:?}"
-        );
-        for secret in [pg_secret, s3_secret] {
-            assert!(
-                !output.contains(secret),
-                "{overrides:?} leaked a secret: {output}"
-            );
-        }
-    }
+    assert_eq!(u(&shown["chunks_clickhouse_pending"]), 0);
 }

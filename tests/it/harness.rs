@@ -10,7 +10,7 @@ use std::{
 };
 
 use activities::{
-    config::Config,
+    config::{Config, Needs},
     generator::{GeneratedStats, GeneratorConfig, write_catalog},
     model::ObjectMeta,
     s3::ObjectStore,
@@ -90,6 +90,7 @@ fn with_database(url: &str, database: &str) -> String {
 
 impl TestEnv {
     pub async fn new(name: &str) -> Self {
+        activities::tls::install_crypto_provider();
         let unique = format!("{name}_{}", std::process::id());
         let database = format!("etl_t_{unique}");
         let base_url = base_database_url();
@@ -113,21 +114,21 @@ impl TestEnv {
             ("CLICKHOUSE_DATABASE".to_owned(), database.clone()),
             ("ETL_TASK_QUEUE".to_owned(), format!("test-{unique}")),
             ("ETL_CHECK_BUCKETS".to_owned(), bucket.clone()),
+            // Many workers run at once: none serves metrics unless a test asks.
+            ("ETL_METRICS_ADDR".to_owned(), String::new()),
             (
                 "RUST_LOG".to_owned(),
                 "info,temporalio_sdk_core=warn".to_owned(),
             ),
         ];
-        let mut config = Config::from_env().expect("test configuration");
+        let mut config = Config::from_env(Needs::ALL).expect("test configuration (make env)");
         config.clickhouse_database = database.clone();
-        let s3 = ObjectStore::new(&config);
+        let s3 = ObjectStore::new(&config).expect("S3 settings");
         s3.ensure_bucket(&bucket).await.expect("S3 is up (make up)");
         let ch_admin = clickhouse::Client::default()
             .with_url(&config.clickhouse_url)
             .with_user(&config.clickhouse_user)
-            .with_password(config.clickhouse_password.expose())
-            .with_compression(clickhouse::Compression::None)
-            .with_validation(config.clickhouse_validation);
+            .with_password(config.clickhouse_password.expose());
         ch_admin
             .query(&format!("DROP DATABASE IF EXISTS {database}"))
             .execute()
@@ -179,6 +180,13 @@ impl TestEnv {
     /// started later do not pause.
     pub fn start_worker_pausing_at(&mut self, point: &str) {
         self.spawn_worker(&[("ETL_PAUSE_AT", point)]);
+    }
+
+    /// The same, with settings that apply to this worker only.
+    pub fn start_worker_pausing_at_with(&mut self, point: &str, overrides: &[(&str, &str)]) {
+        let mut only_this_worker = vec![("ETL_PAUSE_AT", point)];
+        only_this_worker.extend_from_slice(overrides);
+        self.spawn_worker(&only_this_worker);
     }
 
     fn spawn_worker(&mut self, only_this_worker: &[(&str, &str)]) {
@@ -262,6 +270,17 @@ impl TestEnv {
         (output.status.code().unwrap_or(-1), text, started.elapsed())
     }
 
+    /// SIGUSR1 to every worker: activities held at the pause point go on.
+    pub fn release_pause(&self) {
+        for worker in &self.workers {
+            let status = Command::new("kill")
+                .args(["-USR1", &worker.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "SIGUSR1 to worker {}", worker.id());
+        }
+    }
+
     /// SIGKILL: the worker gets no chance to finish or report anything.
     pub fn kill_workers(&mut self) {
         for mut worker in self.workers.drain(..) {
@@ -291,10 +310,18 @@ impl TestEnv {
         stack("restart", service);
     }
 
-    pub fn etlctl(&self, args: &[&str]) -> CtlOutput {
-        let output = Command::new(bin_dir().join("etlctl"))
+    /// An `etlctl` run with this test's settings, for a test that runs it in the background.
+    pub fn etlctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin_dir().join("etlctl"));
+        command
             .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    pub fn etlctl(&self, args: &[&str]) -> CtlOutput {
+        let output = self
+            .etlctl_command(args)
             .output()
             .expect("etlctl binary (cargo build --bins)");
         CtlOutput {

@@ -17,7 +17,7 @@ async fn sql_looking_fields_are_stored_literally_and_secrets_never_leak() {
     );
     env.start_worker_with(&[("DATABASE_URL", with_password.as_str())]);
     let s3_secret = env.setting("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|| {
-        activities::config::Config::from_env()
+        activities::config::Config::from_env(activities::config::Needs::ALL)
             .unwrap()
             .s3_secret_access_key
             .expose()

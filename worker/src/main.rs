@@ -1,24 +1,39 @@
-//! `etl-worker`: hosts the ingest workflow and its activities on one task queue.
+//! `etl-worker`: hosts the workflows and their activities on one task queue.
 
 use std::{process::ExitCode, time::Duration};
 
-use activities::{EtlActivities, config::Config};
+use activities::{
+    EtlActivities,
+    config::{Config, LogFormat, Needs},
+    temporal::Patience,
+};
 use anyhow::Context;
 use temporalio_sdk::{
     Runtime, Worker, WorkerOptions,
     runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder},
 };
-use workflows::{CatalogIngest, Retention, SourceIngest};
+use workflows::{CatalogIngest, Reconcile, Retention, SourceIngest};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,temporalio_sdk_core=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,temporalio_sdk_core=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    activities::tls::install_crypto_provider();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -32,8 +47,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let config = Config::from_env().context("configuration")?;
-    activities::pause::arm(config.pause_at);
+    let config = Config::from_env(Needs::ALL).context("configuration")?;
+    init_logging(config.log_format);
+    activities::pause::arm(config.pause_at).context("ETL_PAUSE_AT")?;
     let activities = EtlActivities::connect(&config).await?;
     for bucket in &config.check_buckets {
         activities
@@ -43,7 +59,7 @@ async fn run() -> anyhow::Result<()> {
             .with_context(|| format!("S3 (S3_ENDPOINT, ETL_CHECK_BUCKETS={bucket})"))?;
     }
 
-    let client = activities::temporal::connect(&config, "etl-worker").await?;
+    let client = activities::temporal::connect(&config, "etl-worker", Patience::Worker).await?;
 
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let tuner = TunerHolder::builder()
@@ -57,6 +73,7 @@ async fn run() -> anyhow::Result<()> {
         .register_workflow::<CatalogIngest>()?
         .register_workflow::<SourceIngest>()?
         .register_workflow::<Retention>()?
+        .register_workflow::<Reconcile>()?
         .tuner(tuner)
         .graceful_shutdown_period(Duration::from_secs(10))
         .build();
@@ -74,8 +91,8 @@ async fn run() -> anyhow::Result<()> {
     });
     tracing::info!(
         task_queue = %config.task_queue,
-        namespace = %config.temporal_namespace,
-        temporal = %config.temporal_address,
+        namespace = %config.temporal.namespace(),
+        temporal = %config.temporal.address(),
         max_concurrent_activities = config.max_concurrent_activities,
         "etl-worker ready"
     );

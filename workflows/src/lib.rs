@@ -1,37 +1,49 @@
 //! Workflows: deterministic orchestration only. All I/O happens in `activities`.
 //!
 //! One `CatalogIngest` workflow per object version: plan, chunks with bounded parallelism,
-//! aggregate, reconcile, finalize. The workflow keeps only counters and the next chunk index;
-//! the plan and all results live in Postgres, so history grows with the number of chunks alone,
-//! and a run whose history passes `history_event_budget` continues as new from the next chunk.
+//! aggregate, copy what ClickHouse lacks, reconcile, delist, compare the catalog, finalize. The
+//! workflow keeps only counters and the next chunk index; the plan and all results live in
+//! Postgres, so history grows with the number of chunks alone, and a run whose history passes
+//! `history_event_budget` continues as new from the next chunk.
+//!
+//! Failures: every activity retries transient errors without an attempt cap, backing off up to
+//! `retry_max_interval_secs`, until the job's deadline (`max_job_duration_secs` after it
+//! started); an outage makes the job wait. A permanent error, or the deadline, fails the job. A
+//! job ends only after it is sealed (no chunk commits after that) and everything Postgres
+//! committed is in ClickHouse: those steps retry past the deadline.
 
+mod reconcile;
 mod retention;
 mod source;
 
+pub use reconcile::Reconcile;
 pub use retention::Retention;
 pub use source::SourceIngest;
 
 use std::{
     cell::{Cell, RefCell},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use activities::{
     EtlActivities, SHORT_ACTIVITY_HEARTBEAT,
+    error::failure_type,
     model::{
-        ChunkOutcome, ChunkTask, FinalizeRequest, IngestRequest, JobOutcome, JobTotals, PlanResult,
-        Progress, Reconciliation,
+        ChunkOutcome, ChunkTask, DelistOutcome, FinalizeRequest, IngestOptions, IngestRequest,
+        JobOutcome, JobTotals, PlanInput, PlanResult, Progress, Reconciliation,
     },
 };
 use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ApplicationFailure, ContinueAsNewOptions,
-    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
-    WorkflowTermination,
+    ActivityCloseTimeouts, ActivityExecutionError, ActivityOptions, ApplicationFailure,
+    ContinueAsNewOptions, TimeoutType, WorkflowCancellationToken, WorkflowContext,
+    WorkflowContextView, WorkflowResult, WorkflowTermination,
 };
 use temporalio_workflow::{
-    RetryPolicy, common::protos::temporal::api::failure::v1::Failure, workflows::join_all,
+    RetryPolicy,
+    common::protos::temporal::api::failure::v1::{Failure, failure::FailureInfo},
+    workflows::join_all,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +58,8 @@ pub struct Resume {
     pub plan: PlanResult,
     pub next_chunk: u32,
     pub progress: Progress,
+    /// The job's deadline, fixed by its first run (RFC 3339).
+    pub deadline_at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +68,7 @@ pub struct IngestResult {
     pub chunks: u32,
     pub totals: Option<JobTotals>,
     pub reconciliation: Option<Reconciliation>,
+    pub delisting: Option<DelistOutcome>,
     /// The same object version had been ingested before: nothing was done again.
     pub already_finished: bool,
 }
@@ -66,50 +81,161 @@ pub struct CatalogIngest {
 
 enum Stop {
     ContinueAsNew(WorkflowTermination),
-    Failed(String),
+    Failed {
+        error: String,
+        error_type: String,
+    },
     /// The workflow was cancelled; the reason is the operator's, if any.
     Cancelled(Option<String>),
 }
 
-fn retry_policy(maximum_attempts: u32) -> RetryPolicy {
+/// Unlimited attempts: transient failures end only with the job's deadline.
+pub(crate) fn retry_policy(max_interval: Duration) -> RetryPolicy {
     RetryPolicy::builder()
-        .initial_interval(Duration::from_secs(1))
+        .initial_interval(Duration::from_secs(1).min(max_interval))
         .backoff_coefficient(2.0)
-        .maximum_interval(Duration::from_secs(30))
-        .maximum_attempts(maximum_attempts)
+        .maximum_interval(max_interval)
+        .maximum_attempts(0)
         .build()
 }
 
 /// Activities run on a token detached from workflow cancellation: a cancelled job lets the
-/// activity in flight finish (a chunk is never cut between its Postgres commit and its
-/// ClickHouse write) and stops at the next step. Short activities heartbeat every
-/// `SHORT_ACTIVITY_HEARTBEAT`: a worker killed inside one costs seconds, not the 5 minutes of
-/// the start-to-close timeout.
-pub(crate) fn short_activity() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(300))
-        .heartbeat_timeout(SHORT_ACTIVITY_HEARTBEAT * 5)
-        .retry_policy(retry_policy(10))
+/// activity in flight finish (a chunk is never cut inside its commit) and stops at the next
+/// step.
+pub(crate) fn activity(
+    close: ActivityCloseTimeouts,
+    heartbeat: Duration,
+    max_interval: Duration,
+) -> ActivityOptions {
+    ActivityOptions::with_close_timeouts(close)
+        .heartbeat_timeout(heartbeat)
+        .retry_policy(retry_policy(max_interval))
         .cancellation_token(WorkflowCancellationToken::new())
         .build()
 }
 
-fn heartbeat_timeout(request: &IngestRequest) -> Duration {
-    Duration::from_secs(request.heartbeat_timeout_secs.max(1))
+/// Short activities heartbeat every `SHORT_ACTIVITY_HEARTBEAT`: a worker killed inside one
+/// costs seconds, not the start-to-close timeout. Without a deadline they retry until they
+/// succeed (used where a job must not end before the step is done).
+pub(crate) fn short_activity(
+    max_interval: Duration,
+    schedule_to_close: Option<Duration>,
+) -> ActivityOptions {
+    let start_to_close = Duration::from_secs(1800);
+    let close = match schedule_to_close {
+        Some(total) => ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: total,
+            start_to_close: start_to_close.min(total),
+        },
+        None => ActivityCloseTimeouts::StartToClose(start_to_close),
+    };
+    activity(close, SHORT_ACTIVITY_HEARTBEAT * 5, max_interval)
 }
 
-/// The innermost failure message: the activity's own error, not the "activity task failed"
-/// wrapper around it.
-pub(crate) fn failure_message(err: &ActivityExecutionError) -> String {
-    fn innermost(failure: &Failure) -> &Failure {
-        match &failure.cause {
-            Some(cause) => innermost(cause),
-            None => failure,
+fn innermost(failure: &Failure) -> &Failure {
+    match &failure.cause {
+        Some(cause) => innermost(cause),
+        None => failure,
+    }
+}
+
+/// The activity's own error and its type name, not the wrappers around them. A schedule-to-
+/// close timeout is the job's deadline passing while the activity was still being retried.
+pub(crate) fn failure_of(err: &ActivityExecutionError) -> (String, String) {
+    let Some(failure) = err.failure() else {
+        return (err.to_string(), failure_type::INTERNAL.to_owned());
+    };
+    let cause = innermost(failure);
+    let kind = match &cause.failure_info {
+        Some(FailureInfo::ApplicationFailureInfo(info)) if !info.r#type.is_empty() => {
+            info.r#type.clone()
+        }
+        _ => failure_type::INTERNAL.to_owned(),
+    };
+    match err.as_timeout() {
+        Some(timeout) if timeout.timeout_type() == TimeoutType::ScheduleToClose => (
+            format!(
+                "deadline exceeded (--max-job-duration) while retrying: {}",
+                cause.message
+            ),
+            failure_type::DEADLINE_EXCEEDED.to_owned(),
+        ),
+        _ => (cause.message.clone(), kind),
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// The job's deadline and the retry settings of its activities.
+struct Limits {
+    deadline: SystemTime,
+    max_interval: Duration,
+    heartbeat: Duration,
+}
+
+impl Limits {
+    fn new(options: &IngestOptions, deadline: SystemTime) -> Self {
+        Self {
+            deadline,
+            max_interval: Duration::from_secs(options.retry_max_interval_secs.max(1)),
+            heartbeat: Duration::from_secs(options.heartbeat_timeout_secs.max(1)),
         }
     }
-    match err.failure() {
-        Some(failure) => innermost(failure).message.clone(),
-        None => err.to_string(),
+
+    /// Time left until the deadline, or the failure once it has passed.
+    fn remaining(&self, ctx: &WorkflowContext<CatalogIngest>) -> Result<Duration, Stop> {
+        let now = ctx.workflow_time().unwrap_or(self.deadline);
+        match self.deadline.duration_since(now) {
+            Ok(left) if left >= Duration::from_secs(1) => Ok(left),
+            _ => Err(Stop::Failed {
+                error: "deadline exceeded (--max-job-duration): the job did not end in time"
+                    .to_owned(),
+                error_type: failure_type::DEADLINE_EXCEEDED.to_owned(),
+            }),
+        }
     }
+
+    /// A long activity (plan, chunk) that heartbeats, bounded by the deadline.
+    fn long(
+        &self,
+        ctx: &WorkflowContext<CatalogIngest>,
+        start_to_close: Duration,
+    ) -> Result<ActivityOptions, Stop> {
+        let left = self.remaining(ctx)?;
+        Ok(activity(
+            ActivityCloseTimeouts::ScheduleAndStartToClose {
+                schedule_to_close: left,
+                start_to_close: start_to_close.min(left),
+            },
+            self.heartbeat,
+            self.max_interval,
+        ))
+    }
+
+    fn short(&self, ctx: &WorkflowContext<CatalogIngest>) -> Result<ActivityOptions, Stop> {
+        Ok(short_activity(
+            self.max_interval,
+            Some(self.remaining(ctx)?),
+        ))
+    }
+
+    /// Steps that must be done before the job ends, whatever the deadline.
+    fn until_done(&self) -> ActivityOptions {
+        short_activity(self.max_interval, None)
+    }
+}
+
+fn failed(err: &ActivityExecutionError) -> Stop {
+    let (error, error_type) = failure_of(err);
+    Stop::Failed { error, error_type }
 }
 
 impl CatalogIngest {
@@ -129,11 +255,26 @@ impl CatalogIngest {
         ctx.set_current_details(details);
     }
 
+    fn limits(ctx: &WorkflowContext<Self>, input: &IngestInput) -> Limits {
+        let options = &input.request.options;
+        let deadline = input
+            .resume
+            .as_ref()
+            .and_then(|resume| parse_rfc3339(&resume.deadline_at))
+            .unwrap_or_else(|| {
+                ctx.workflow_time().unwrap_or(SystemTime::UNIX_EPOCH)
+                    + Duration::from_secs(options.max_job_duration_secs)
+            });
+        Limits::new(options, deadline)
+    }
+
     async fn ingest(
         ctx: &mut WorkflowContext<Self>,
         input: IngestInput,
+        limits: &Limits,
     ) -> Result<IngestResult, Stop> {
         let request = input.request.clone();
+        let options = &request.options;
         let (plan, first_chunk) = match input.resume {
             Some(resume) => {
                 let progress = resume.progress.clone();
@@ -142,16 +283,18 @@ impl CatalogIngest {
             }
             None => {
                 Self::publish(ctx, |p| p.phase = "planning".to_owned());
-                let options =
-                    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(3600))
-                        .heartbeat_timeout(heartbeat_timeout(&request))
-                        .retry_policy(retry_policy(10))
-                        .cancellation_token(WorkflowCancellationToken::new())
-                        .build();
+                let plan_input = PlanInput {
+                    request: request.clone(),
+                    deadline_at: rfc3339(limits.deadline),
+                };
                 let plan = ctx
-                    .execute_activity(EtlActivities::plan, request.clone(), options)
+                    .execute_activity(
+                        EtlActivities::plan,
+                        plan_input,
+                        limits.long(ctx, Duration::from_secs(6 * 3600))?,
+                    )
                     .await
-                    .map_err(|err| Stop::Failed(failure_message(&err)))?;
+                    .map_err(|err| failed(&err))?;
                 (plan, 0)
             }
         };
@@ -163,6 +306,7 @@ impl CatalogIngest {
                 chunks: plan.chunks,
                 totals: None,
                 reconciliation: None,
+                delisting: None,
                 already_finished: true,
             });
         }
@@ -171,22 +315,17 @@ impl CatalogIngest {
             p.chunks_total = plan.chunks;
         });
 
-        let chunk_options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(600))
-            .heartbeat_timeout(heartbeat_timeout(&request))
-            .retry_policy(retry_policy(20))
-            .cancellation_token(WorkflowCancellationToken::new())
-            .build();
         // A sliding window of `parallel` lanes: each lane takes the next chunk index when its
         // previous chunk ends, so a chunk waiting out a retry stalls only its own lane. The
         // SDK's `join_all` keeps polling order deterministic.
-        let parallel = request.max_parallel_chunks.max(1);
+        let parallel = options.max_parallel_chunks.max(1);
         let next = Cell::new(first_chunk);
-        let failure: RefCell<Option<String>> = RefCell::new(None);
+        let failure: RefCell<Option<Stop>> = RefCell::new(None);
         let shared: &WorkflowContext<Self> = ctx;
         let lane = |_| async {
             loop {
                 let history_full = shared.continue_as_new_suggested()
-                    || shared.history_length() > request.history_event_budget;
+                    || shared.history_length() > options.history_event_budget;
                 let index = next.get();
                 let cancelled = shared.cancellation_token().is_cancelled();
                 if failure.borrow().is_some() || history_full || cancelled || index >= plan.chunks {
@@ -197,14 +336,23 @@ impl CatalogIngest {
                     job_id: request.job_id.clone(),
                     chunk_index: index,
                 };
+                let chunk_options = match limits.long(shared, Duration::from_secs(3600)) {
+                    Ok(options) => options,
+                    Err(stop) => {
+                        failure.borrow_mut().get_or_insert(stop);
+                        return;
+                    }
+                };
                 match shared
-                    .execute_activity(EtlActivities::ingest_chunk, task, chunk_options.clone())
+                    .execute_activity(EtlActivities::ingest_chunk, task, chunk_options)
                     .await
                 {
                     Ok(outcome) => Self::record_chunk(shared, outcome),
                     Err(err) => {
-                        failure.borrow_mut().get_or_insert_with(|| {
-                            format!("chunk {index}: {}", failure_message(&err))
+                        let (error, error_type) = failure_of(&err);
+                        failure.borrow_mut().get_or_insert(Stop::Failed {
+                            error: format!("chunk {index}: {error}"),
+                            error_type,
                         });
                         return;
                     }
@@ -212,8 +360,8 @@ impl CatalogIngest {
             }
         };
         join_all((0..parallel).map(lane)).await;
-        if let Some(error) = failure.into_inner() {
-            return Err(Stop::Failed(error));
+        if let Some(stop) = failure.into_inner() {
+            return Err(stop);
         }
         Self::check_cancelled(ctx)?;
         let next_chunk = next.get();
@@ -225,6 +373,7 @@ impl CatalogIngest {
                     plan,
                     next_chunk,
                     progress,
+                    deadline_at: rfc3339(limits.deadline),
                 }),
             };
             return match ctx.continue_as_new(resume, ContinueAsNewOptions::default()) {
@@ -233,49 +382,71 @@ impl CatalogIngest {
             };
         }
 
+        let job_id = request.job_id.clone();
         Self::publish(ctx, |p| p.phase = "aggregating".to_owned());
         let totals = ctx
-            .execute_activity(
-                EtlActivities::aggregate,
-                request.job_id.clone(),
-                short_activity(),
+            .execute_activity(EtlActivities::aggregate, job_id.clone(), limits.short(ctx)?)
+            .await
+            .map_err(|err| failed(&err))?;
+        if !request.dry_run {
+            Self::publish(ctx, |p| p.phase = "copying to ClickHouse".to_owned());
+            ctx.execute_activity(
+                EtlActivities::flush_clickhouse,
+                job_id.clone(),
+                limits.until_done(),
             )
             .await
-            .map_err(|err| Stop::Failed(failure_message(&err)))?;
-        Self::check_cancelled(ctx)?;
-        Self::publish(ctx, |p| p.phase = "reconciling".to_owned());
-        let reconciliation = ctx
-            .execute_activity(
-                EtlActivities::reconcile,
-                request.job_id.clone(),
-                short_activity(),
-            )
-            .await
-            .map_err(|err| Stop::Failed(failure_message(&err)))?;
-        if !reconciliation.ok {
-            return Err(Stop::Failed(format!(
-                "reconciliation failed: {}",
-                reconciliation.mismatches.join("; ")
-            )));
+            .map_err(|err| failed(&err))?;
         }
         Self::check_cancelled(ctx)?;
+        Self::publish(ctx, |p| p.phase = "reconciling".to_owned());
+        let mut reconciliation = ctx
+            .execute_activity(EtlActivities::reconcile, job_id.clone(), limits.short(ctx)?)
+            .await
+            .map_err(|err| failed(&err))?;
+        if !reconciliation.ok {
+            return Err(reconciliation_failed(&reconciliation));
+        }
+        let mut delisting = None;
+        if !request.dry_run {
+            Self::check_cancelled(ctx)?;
+            Self::publish(ctx, |p| p.phase = "delisting".to_owned());
+            delisting = Some(
+                ctx.execute_activity(EtlActivities::delist, job_id.clone(), limits.short(ctx)?)
+                    .await
+                    .map_err(|err| failed(&err))?,
+            );
+            Self::publish(ctx, |p| p.phase = "comparing the catalog".to_owned());
+            reconciliation = ctx
+                .execute_activity(
+                    EtlActivities::reconcile_catalog,
+                    job_id.clone(),
+                    limits.short(ctx)?,
+                )
+                .await
+                .map_err(|err| failed(&err))?;
+            if !reconciliation.ok {
+                return Err(reconciliation_failed(&reconciliation));
+            }
+        }
         Self::publish(ctx, |p| p.phase = "finalizing".to_owned());
         ctx.execute_activity(
             EtlActivities::finalize,
             FinalizeRequest {
-                job_id: request.job_id.clone(),
+                job_id: job_id.clone(),
                 outcome: JobOutcome::Completed,
             },
-            short_activity(),
+            limits.until_done(),
         )
         .await
-        .map_err(|err| Stop::Failed(failure_message(&err)))?;
+        .map_err(|err| failed(&err))?;
         Self::publish(ctx, |p| p.phase = "completed".to_owned());
         Ok(IngestResult {
-            job_id: request.job_id,
+            job_id,
             chunks: plan.chunks,
             totals: Some(totals),
             reconciliation: Some(reconciliation),
+            delisting,
             already_finished: false,
         })
     }
@@ -288,6 +459,51 @@ impl CatalogIngest {
             p.rows_invalid += outcome.rows_invalid;
         });
     }
+
+    /// Ends a job that did not complete: seals it (an attempt still running somewhere commits
+    /// nothing more), copies to ClickHouse what Postgres committed, then records the outcome.
+    /// These steps retry until they succeed, past the deadline: a job never ends with a
+    /// change ClickHouse lacks.
+    async fn end_unfinished(
+        ctx: &mut WorkflowContext<Self>,
+        limits: &Limits,
+        job_id: &str,
+        dry_run: bool,
+        outcome: JobOutcome,
+    ) {
+        let _ = ctx
+            .execute_activity(EtlActivities::seal, job_id.to_owned(), limits.until_done())
+            .await;
+        if !dry_run {
+            let _ = ctx
+                .execute_activity(
+                    EtlActivities::flush_clickhouse,
+                    job_id.to_owned(),
+                    limits.until_done(),
+                )
+                .await;
+        }
+        let _ = ctx
+            .execute_activity(
+                EtlActivities::finalize,
+                FinalizeRequest {
+                    job_id: job_id.to_owned(),
+                    outcome,
+                },
+                limits.until_done(),
+            )
+            .await;
+    }
+}
+
+fn reconciliation_failed(reconciliation: &Reconciliation) -> Stop {
+    Stop::Failed {
+        error: format!(
+            "reconciliation failed: {}",
+            reconciliation.mismatches.join("; ")
+        ),
+        error_type: failure_type::RECONCILIATION_FAILED.to_owned(),
+    }
 }
 
 #[workflow_methods]
@@ -298,7 +514,9 @@ impl CatalogIngest {
         input: IngestInput,
     ) -> WorkflowResult<IngestResult> {
         let job_id = input.request.job_id.clone();
-        match Self::ingest(ctx, input).await {
+        let dry_run = input.request.dry_run;
+        let limits = Self::limits(ctx, &input);
+        match Self::ingest(ctx, input, &limits).await {
             Ok(result) => Ok(result),
             Err(Stop::ContinueAsNew(termination)) => Err(termination),
             Err(Stop::Cancelled(reason)) => {
@@ -312,35 +530,34 @@ impl CatalogIngest {
                         .map(|r| format!(" ({r})"))
                         .unwrap_or_default()
                 );
-                let _ = ctx
-                    .execute_activity(
-                        EtlActivities::finalize,
-                        FinalizeRequest {
-                            job_id,
-                            outcome: JobOutcome::Cancelled { reason },
-                        },
-                        short_activity(),
-                    )
-                    .await;
+                Self::end_unfinished(
+                    ctx,
+                    &limits,
+                    &job_id,
+                    dry_run,
+                    JobOutcome::Cancelled { reason },
+                )
+                .await;
                 Err(WorkflowTermination::cancelled())
             }
-            Err(Stop::Failed(error)) => {
+            Err(Stop::Failed { error, error_type }) => {
                 Self::publish(ctx, |p| p.phase = "failed".to_owned());
-                // The job row must say why before the workflow fails; if even that fails, the
-                // workflow still fails with the original error.
-                let _ = ctx
-                    .execute_activity(
-                        EtlActivities::finalize,
-                        FinalizeRequest {
-                            job_id,
-                            outcome: JobOutcome::Failed {
-                                error: error.clone(),
-                            },
-                        },
-                        short_activity(),
-                    )
-                    .await;
-                Err(ApplicationFailure::non_retryable(error).into())
+                Self::end_unfinished(
+                    ctx,
+                    &limits,
+                    &job_id,
+                    dry_run,
+                    JobOutcome::Failed {
+                        error: error.clone(),
+                        error_type: error_type.clone(),
+                    },
+                )
+                .await;
+                Err(ApplicationFailure::builder(error)
+                    .type_name(error_type)
+                    .non_retryable(true)
+                    .build()
+                    .into())
             }
         }
     }

@@ -1,14 +1,20 @@
 //! `Retention`: deletes invalid-row logs older than N days in bounded batches, never with one
 //! unbounded DELETE, and at most `max_rows` per run.
 
+use std::time::Duration;
+
 use activities::{
     EtlActivities,
-    model::{RetentionBatch, RetentionReport, RetentionRequest},
+    model::{DEFAULT_RETRY_MAX_INTERVAL_SECS, RetentionBatch, RetentionReport, RetentionRequest},
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ApplicationFailure, WorkflowContext, WorkflowResult};
 
-use crate::{failure_message, short_activity};
+use crate::{failure_of, short_activity};
+
+/// A batch that cannot be deleted within this time (Postgres down for longer) fails the run;
+/// the next scheduled run starts over.
+const BATCH_WITHIN: Duration = Duration::from_secs(3600);
 
 #[workflow]
 #[derive(Default)]
@@ -45,10 +51,19 @@ impl Retention {
                 .execute_activity(
                     EtlActivities::delete_expired_invalid_rows,
                     batch,
-                    short_activity(),
+                    short_activity(
+                        Duration::from_secs(DEFAULT_RETRY_MAX_INTERVAL_SECS),
+                        Some(BATCH_WITHIN),
+                    ),
                 )
                 .await
-                .map_err(|err| ApplicationFailure::non_retryable(failure_message(&err)))?;
+                .map_err(|err| {
+                    let (message, kind) = failure_of(&err);
+                    ApplicationFailure::builder(message)
+                        .type_name(kind)
+                        .non_retryable(true)
+                        .build()
+                })?;
             report.cutoff = result.cutoff;
             report.deleted += result.deleted;
             report.batches += 1;

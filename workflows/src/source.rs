@@ -1,6 +1,8 @@
-//! `SourceIngest`: one run per source and tick. Lists the source's prefix, skips object
-//! versions already ingested (the manifest), and ingests the rest as child `CatalogIngest`
-//! workflows, oldest first, a few at a time. A failing object fails its own job only.
+//! `SourceIngest`: one run per source and tick. Lists the source's prefix page by page, skips
+//! object versions already ingested (the manifest), and ingests the oldest new ones as child
+//! `CatalogIngest` workflows, a few at a time; the rest is counted and left for the next run,
+//! so the run's payloads and history stay bounded whatever the prefix holds. A failing object
+//! fails its own job only.
 
 use std::cell::{Cell, RefCell};
 
@@ -11,6 +13,7 @@ use activities::{
         ingest_workflow_id, job_id_for_workflow,
     },
 };
+use std::time::Duration;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ApplicationFailure, ChildWorkflowOptions, ParentClosePolicy, WorkflowContext,
@@ -18,7 +21,7 @@ use temporalio_sdk::{
 };
 use temporalio_workflow::workflows::join_all;
 
-use crate::{CatalogIngest, IngestInput, failure_message, short_activity};
+use crate::{CatalogIngest, IngestInput, failure_of, short_activity};
 
 #[workflow]
 #[derive(Default)]
@@ -26,36 +29,33 @@ pub struct SourceIngest {
     details: String,
 }
 
+/// The child workflow of one object version: the same id `etlctl ingest` would use, so a
+/// manual ingest of the same version is not duplicated.
+fn child_request(request: &SourceIngestRequest, object: &ObjectMeta) -> (String, IngestRequest) {
+    let workflow_id = ingest_workflow_id(
+        &request.source,
+        &object.bucket,
+        &object.key,
+        &object.etag,
+        false,
+    );
+    let ingest = IngestRequest {
+        job_id: job_id_for_workflow(&workflow_id),
+        source: request.source.clone(),
+        bucket: object.bucket.clone(),
+        key: object.key.clone(),
+        etag: object.etag.clone(),
+        dry_run: false,
+        supersedes: None,
+        options: request.options.clone(),
+    };
+    (workflow_id, ingest)
+}
+
 impl SourceIngest {
     fn publish(ctx: &WorkflowContext<Self>, details: String) {
         ctx.state_mut(|state| state.details = details.clone());
         ctx.set_current_details(details);
-    }
-
-    fn child_request(
-        request: &SourceIngestRequest,
-        object: &ObjectMeta,
-    ) -> (String, IngestRequest) {
-        let workflow_id = ingest_workflow_id(
-            &request.source,
-            &object.bucket,
-            &object.key,
-            &object.etag,
-            false,
-        );
-        let ingest = IngestRequest {
-            job_id: job_id_for_workflow(&workflow_id),
-            source: request.source.clone(),
-            bucket: object.bucket.clone(),
-            key: object.key.clone(),
-            etag: object.etag.clone(),
-            chunk_bytes: request.chunk_bytes,
-            max_parallel_chunks: request.max_parallel_chunks,
-            dry_run: false,
-            heartbeat_timeout_secs: request.heartbeat_timeout_secs,
-            history_event_budget: request.history_event_budget,
-        };
-        (workflow_id, ingest)
     }
 }
 
@@ -66,25 +66,34 @@ impl SourceIngest {
         ctx: &mut WorkflowContext<Self>,
         request: SourceIngestRequest,
     ) -> WorkflowResult<SourceReport> {
+        let max_interval = Duration::from_secs(request.options.retry_max_interval_secs.max(1));
+        let deadline = Duration::from_secs(request.options.max_job_duration_secs.max(1));
         Self::publish(
             ctx,
             format!("listing s3://{}/{}", request.bucket, request.prefix),
         );
+        let failure = |err| {
+            let (message, kind) = failure_of(&err);
+            ApplicationFailure::builder(message)
+                .type_name(kind)
+                .non_retryable(true)
+                .build()
+        };
         let listing = ctx
             .execute_activity(
                 EtlActivities::list_source_objects,
                 request.clone(),
-                short_activity(),
+                short_activity(max_interval, Some(deadline)),
             )
             .await
-            .map_err(|err| ApplicationFailure::non_retryable(failure_message(&err)))?;
+            .map_err(failure)?;
         let total = listing.to_ingest.len();
         Self::publish(
             ctx,
             format!(
-                "**ingesting** {total} new objects ({} skipped, {} left for the next run)",
-                listing.skipped.len(),
-                listing.remaining
+                "**ingesting** {total} new objects ({} already ingested, {} failed earlier, {} \
+                 left for the next run)",
+                listing.skipped, listing.failed_earlier, listing.remaining
             ),
         );
 
@@ -103,7 +112,7 @@ impl SourceIngest {
                 }
                 next.set(index + 1);
                 let object = &listing.to_ingest[index];
-                let (workflow_id, ingest) = Self::child_request(&request, object);
+                let (workflow_id, ingest) = child_request(&request, object);
                 let options = ChildWorkflowOptions::builder()
                     .workflow_id(workflow_id)
                     .parent_close_policy(ParentClosePolicy::RequestCancel)
@@ -140,33 +149,33 @@ impl SourceIngest {
         let job_ids: Vec<String> = listing
             .to_ingest
             .iter()
-            .map(|object| Self::child_request(&request, object).1.job_id)
+            .map(|object| child_request(&request, object).1.job_id)
             .collect();
         let statuses = ctx
-            .execute_activity(EtlActivities::job_outcomes, job_ids, short_activity())
+            .execute_activity(
+                EtlActivities::job_outcomes,
+                job_ids,
+                short_activity(max_interval, Some(deadline)),
+            )
             .await
-            .map_err(|err| ApplicationFailure::non_retryable(failure_message(&err)))?;
+            .map_err(failure)?;
         let start_errors = start_errors.into_inner();
-        let mut objects: Vec<SourceObjectOutcome> = listing
+        let objects: Vec<SourceObjectOutcome> = listing
             .to_ingest
             .iter()
             .zip(statuses)
             .zip(start_errors)
-            .map(
-                |((object, (job_id, status, error)), start_error)| SourceObjectOutcome {
-                    key: object.key.clone(),
-                    etag: object.etag.clone(),
-                    last_modified: object.last_modified.clone(),
-                    job_id,
-                    status,
-                    error: error.or(start_error),
-                },
-            )
+            .map(|((object, status), start_error)| SourceObjectOutcome {
+                key: object.key.clone(),
+                etag: object.etag.clone(),
+                last_modified: object.last_modified.clone(),
+                job_id: status.job_id,
+                status: status.status,
+                error: status.error.or(start_error),
+            })
             .collect();
         let count = |status: &str| objects.iter().filter(|o| o.status == status).count() as u32;
         let (completed, failed) = (count("completed"), count("failed") + count("cancelled"));
-        let skipped = listing.skipped.len() as u32;
-        objects.extend(listing.skipped);
         let report = SourceReport {
             source: request.source.clone(),
             bucket: request.bucket.clone(),
@@ -174,15 +183,17 @@ impl SourceIngest {
             started: total as u32,
             completed,
             failed,
-            skipped,
+            skipped: listing.skipped,
+            failed_earlier: listing.failed_earlier,
             remaining: listing.remaining,
+            listed: listing.listed,
             objects,
         };
         Self::publish(
             ctx,
             format!(
-                "**done**: {completed} completed, {failed} failed, {skipped} skipped, {} left",
-                listing.remaining
+                "**done**: {completed} completed, {failed} failed, {} skipped, {} left",
+                listing.skipped, listing.remaining
             ),
         );
         Ok(report)

@@ -64,7 +64,7 @@ pub fn check_url(s: &str) -> Result<(), UrlError> {
     let reason = match url.host() {
         None => return Err(UrlError::new("url_invalid", "has no host")),
         Some(Host::Domain(domain)) => domain_reason(domain),
-        Some(Host::Ipv4(ip)) => ipv4_reason(ip),
+        Some(Host::Ipv4(ip)) => ipv4_reason(ip).map(str::to_owned),
         Some(Host::Ipv6(ip)) => ipv6_reason(ip),
     };
     match reason {
@@ -111,40 +111,65 @@ fn hex_value(b: u8) -> Option<u8> {
         .and_then(|d| u8::try_from(d).ok())
 }
 
-fn domain_reason(domain: &str) -> Option<&'static str> {
+fn domain_reason(domain: &str) -> Option<String> {
     // The parser lower-cases special-scheme hosts; a trailing dot names the same host.
     let domain = domain.trim_end_matches('.');
-    (domain == "localhost" || domain.ends_with(".localhost")).then_some("localhost")
+    (domain == "localhost" || domain.ends_with(".localhost")).then(|| "localhost".to_owned())
 }
 
+/// Why an IPv4 address is not public, naming the range it is in.
 fn ipv4_reason(ip: Ipv4Addr) -> Option<&'static str> {
-    if ip.is_loopback() {
-        Some("a loopback address")
-    } else if ip.is_unspecified() {
-        Some("the unspecified address")
-    } else if ip.is_private() {
-        Some("a private network address")
-    } else if ip.is_link_local() {
-        Some("a link-local address")
-    } else {
-        None
-    }
+    let [a, b, ..] = ip.octets();
+    Some(match (a, b) {
+        _ if ip.is_unspecified() => "the unspecified address (0.0.0.0)",
+        (0, _) => "a \"this network\" address (0.0.0.0/8)",
+        (127, _) => "a loopback address (127.0.0.0/8)",
+        (10, _) => "a private network address (10.0.0.0/8)",
+        (172, 16..=31) => "a private network address (172.16.0.0/12)",
+        (192, 168) => "a private network address (192.168.0.0/16)",
+        (169, 254) => "a link-local address (169.254.0.0/16)",
+        (100, 64..=127) => "a carrier-grade NAT address (100.64.0.0/10)",
+        _ => return None,
+    })
 }
 
-fn ipv6_reason(ip: Ipv6Addr) -> Option<&'static str> {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return ipv4_reason(v4);
-    }
-    if ip.is_loopback() {
-        Some("a loopback address")
-    } else if ip.is_unspecified() {
-        Some("the unspecified address")
+/// Why an IPv6 address is not public, naming the range it is in (for an address that embeds an
+/// IPv4 address, that address's range and the embedding).
+fn ipv6_reason(ip: Ipv6Addr) -> Option<String> {
+    // `::` and `::1` also have the IPv4-compatible form; their IPv6 meaning comes first.
+    let reason = if ip.is_unspecified() {
+        "the unspecified address (::)"
+    } else if ip.is_loopback() {
+        "a loopback address (::1)"
+    } else if let Some((v4, embedding)) = embedded_ipv4(ip) {
+        return ipv4_reason(v4).map(|reason| format!("{reason}: {v4}, embedded in {embedding}"));
     } else if ip.is_unicast_link_local() {
-        Some("a link-local address")
+        "a link-local address (fe80::/10)"
     } else if ip.is_unique_local() {
-        Some("a unique-local (private) address")
+        "a unique-local (private) address (fc00::/7)"
     } else {
-        None
+        return None;
+    };
+    Some(reason.to_owned())
+}
+
+/// The IPv4 address that an IPv6 address carries, for the forms that route to it, with the
+/// form's name.
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<(Ipv4Addr, &'static str)> {
+    let v4 = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+    match ip.segments() {
+        [0, 0, 0, 0, 0, 0xffff, high, low] => {
+            Some((v4(high, low), "an IPv4-mapped address (::ffff:0:0/96)"))
+        }
+        [0, 0, 0, 0, 0, 0, high, low] => {
+            Some((v4(high, low), "an IPv4-compatible address (::/96)"))
+        }
+        [0x64, 0xff9b, 0, 0, 0, 0, high, low] => {
+            Some((v4(high, low), "a NAT64 address (64:ff9b::/96)"))
+        }
+        // 6to4: the IPv4 address is bits 16..48.
+        [0x2002, high, low, ..] => Some((v4(high, low), "a 6to4 address (2002::/16)")),
+        _ => None,
     }
 }
 
@@ -170,7 +195,7 @@ mod tests {
             "http://[2606:2800:220:1:248:1893:25c8:1946]/",
             "http://172.32.0.1/",
             "http://192.169.0.1/",
-            "http://0.1.2.3/",
+            "http://1.0.0.0/",
             "http://notlocalhost/",
             "http://localhost.example.com/",
         ] {
@@ -258,17 +283,178 @@ mod tests {
         #[test]
         fn every_private_ipv4_is_caught(ip in any::<u32>().prop_map(Ipv4Addr::from)) {
             let [a, b, ..] = ip.octets();
-            let private = a == 127
+            let private = a == 0
+                || a == 127
                 || a == 10
                 || (a == 172 && (16..32).contains(&b))
                 || (a == 192 && b == 168)
                 || (a == 169 && b == 254)
-                || ip == Ipv4Addr::UNSPECIFIED;
+                || (a == 100 && (64..128).contains(&b));
             let expected = private.then_some("url_private_host");
-            prop_assert_eq!(code(&format!("http://{ip}/")), expected);
-            prop_assert_eq!(code(&format!("http://[::ffff:{ip}]/")), expected);
-            prop_assert_eq!(code(&format!("http://{}/", u32::from(ip))), expected);
+            let [high, low] = [u32::from(ip) >> 16, u32::from(ip) & 0xffff];
+            for url in [
+                format!("http://{ip}/"),
+                format!("http://{}/", u32::from(ip)),
+                format!("http://0x{:x}/", u32::from(ip)),
+                format!("http://0{:o}.0{:o}.{}/", a, b, u32::from(ip) & 0xffff),
+                format!("http://[::ffff:{ip}]/"),
+                format!("http://[::{ip}]/"),
+                format!("http://[64:ff9b::{ip}]/"),
+                format!("http://[2002:{high:x}:{low:x}::1]/"),
+            ] {
+                prop_assert_eq!(code(&url), expected, "{}", url);
+            }
         }
+    }
+
+    fn private_host_message(url: &str) -> String {
+        let err = check_url(url).unwrap_err();
+        assert_eq!(err.code, "url_private_host", "{url}");
+        err.message
+    }
+
+    fn assert_rule(range: &str, forbidden: &[&str], allowed: &[&str]) {
+        for url in forbidden {
+            let message = private_host_message(url);
+            assert!(message.contains(range), "{url}: {message}");
+        }
+        for url in allowed {
+            assert_eq!(check_url(url), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn this_network_0_0_0_0_8() {
+        assert_rule(
+            "(0.0.0.0/8)",
+            &[
+                "http://0.1.2.3/",
+                "http://0.255.255.255/",
+                "http://0.0.0.1:8080/",
+            ],
+            &["http://1.0.0.0/", "http://1.2.3.4/"],
+        );
+        assert!(private_host_message("http://0.0.0.0/").contains("unspecified address (0.0.0.0)"));
+    }
+
+    #[test]
+    fn carrier_grade_nat_100_64_0_0_10() {
+        assert_rule(
+            "carrier-grade NAT address (100.64.0.0/10)",
+            &[
+                "http://100.64.0.0/",
+                "http://100.100.100.200/",
+                "http://100.127.255.255/",
+            ],
+            &["http://100.63.255.255/", "http://100.128.0.0/"],
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6() {
+        assert_rule(
+            "IPv4-mapped address (::ffff:0:0/96)",
+            &[
+                "http://[::ffff:10.0.0.1]/",
+                "http://[::ffff:7f00:1]/",
+                "http://[::ffff:100.64.0.1]/",
+                "http://[::ffff:0.0.0.0]/",
+            ],
+            &["http://[::ffff:8.8.8.8]/", "http://[::fffe:a00:1]/"],
+        );
+        let message = private_host_message("http://[::ffff:192.168.1.1]/");
+        assert!(
+            message.contains("(192.168.0.0/16): 192.168.1.1"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn ipv4_compatible_ipv6() {
+        assert_rule(
+            "IPv4-compatible address (::/96)",
+            &[
+                "http://[::127.0.0.1]/",
+                "http://[::a00:1]/",
+                "http://[::100.64.0.1]/",
+                "http://[::0.0.0.2]/",
+            ],
+            &["http://[::8.8.8.8]/", "http://[1::a00:1]/"],
+        );
+        // `::` and `::1` are judged as IPv6 addresses.
+        assert!(private_host_message("http://[::1]/").contains("loopback address (::1)"));
+        assert!(private_host_message("http://[::]/").contains("unspecified address (::)"));
+    }
+
+    #[test]
+    fn nat64_ipv6() {
+        assert_rule(
+            "NAT64 address (64:ff9b::/96)",
+            &[
+                "http://[64:ff9b::10.0.0.1]/",
+                "http://[64:ff9b::7f00:1]/",
+                "http://[64:ff9b::169.254.169.254]/",
+            ],
+            &["http://[64:ff9b::8.8.8.8]/", "http://[64:ff9a::a00:1]/"],
+        );
+    }
+
+    #[test]
+    fn six_to_four_ipv6() {
+        assert_rule(
+            "6to4 address (2002::/16)",
+            &[
+                "http://[2002:a00:1::]/",
+                "http://[2002:7f00:1::1]/",
+                "http://[2002:c0a8:101:5::ab]/",
+                "http://[2002:6440:1::]/",
+            ],
+            &["http://[2002:808:808::1]/", "http://[2003:a00:1::]/"],
+        );
+        let message = private_host_message("http://[2002:a00:1::]/");
+        assert!(message.contains("(10.0.0.0/8): 10.0.0.1"), "{message}");
+    }
+
+    /// The WHATWG parser (the `url` crate) turns decimal, octal and hex IPv4 forms, with fewer
+    /// than four parts too, into the address they denote: the rule judges that address.
+    #[test]
+    fn numeric_ipv4_forms_are_judged_by_their_address() {
+        for (written, denoted) in [
+            ("2130706433", "127.0.0.1"),
+            ("0x7f.1", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
+            ("0x7f000001", "127.0.0.1"),
+            ("0x0a.0.0.1", "10.0.0.1"),
+            ("1681915905", "100.64.0.1"),
+            ("0144.0100.1", "100.64.0.1"),
+            ("0", "0.0.0.0"),
+            ("0.1", "0.0.0.1"),
+            ("134744072", "8.8.8.8"),
+            ("010.0.0.1", "8.0.0.1"),
+            ("0x8.0x8.0x8.0x8", "8.8.8.8"),
+            ("100.0x40", "100.0.0.64"),
+        ] {
+            let url = Url::parse(&format!("http://{written}/")).unwrap();
+            assert_eq!(url.host_str(), Some(denoted), "{written}");
+        }
+        assert_rule(
+            "(127.0.0.0/8)",
+            &["http://2130706433/", "http://0x7f.1/", "http://0177.0.0.1/"],
+            &["http://134744072/", "http://0x8.0x8.0x8.0x8/"],
+        );
+        // Octal 010 is 8: public, while 10.0.0.1 is private.
+        assert_rule(
+            "(10.0.0.0/8)",
+            &["http://0x0a.0.0.1/"],
+            &["http://010.0.0.1/"],
+        );
+        assert_rule(
+            "(100.64.0.0/10)",
+            &["http://1681915905/", "http://0144.0100.1/"],
+            &["http://100.0x40/"],
+        );
+        let message = private_host_message("http://0x7f.1/");
+        assert!(message.contains("(host 127.0.0.1)"), "{message}");
     }
 
     #[test]
@@ -295,6 +481,11 @@ mod tests {
             "http://[::ffff:10.0.0.1]/",
             "http://[::ffff:127.0.0.1]/",
             "http://[::ffff:169.254.169.254]/",
+            "http://0.1.2.3/",
+            "http://100.64.0.1/",
+            "http://[::10.0.0.1]/",
+            "http://[64:ff9b::127.0.0.1]/",
+            "http://[2002:a9fe:a9fe::]/",
             // Numeric shortcuts that the WHATWG parser normalises to private addresses.
             "http://2130706433/",
             "http://0x7f.1/",

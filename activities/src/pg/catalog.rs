@@ -1,0 +1,623 @@
+//! The current catalog: version-forward writes that leave unchanged items alone, delisting with
+//! its guard, and the per-store catalog figures reconcile compares.
+//!
+//! Every write of a catalog row takes the next value of `catalog_revision`, assigned after the
+//! row's lock is held, so revisions order a row's writes as Postgres committed them and
+//! ClickHouse's copy (ReplacingMergeTree on the revision) converges on the same row.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{ObjectVersion, PgStore, chunks::WrittenItem, parse_job_id};
+use crate::{
+    chunk::ParsedChunk,
+    contract::FieldError,
+    error::EtlError,
+    item_hash::content_hash,
+    model::{CatalogSide, DelistOutcome},
+};
+
+/// The mass-delist guard: more than this share of the source's listed items, and more than
+/// `MASS_DELIST_MIN_ITEMS` items, is refused unless the job allows it.
+pub const MASS_DELIST_MAX_SHARE: f64 = 0.2;
+pub const MASS_DELIST_MIN_ITEMS: u64 = 10;
+
+/// A catalog row as stored in Postgres, for ClickHouse's copy of it.
+#[derive(Debug, Clone)]
+pub struct CatalogItemRow {
+    pub sku: String,
+    pub name: String,
+    pub brand: Option<String>,
+    pub category: Option<String>,
+    pub description: Option<String>,
+    pub price: Option<Decimal>,
+    pub currency: String,
+    pub weight_grams: Option<Decimal>,
+    pub availability: Option<String>,
+    pub product_url: String,
+    pub image_urls: Vec<String>,
+    pub attributes: serde_json::Value,
+    pub version: ObjectVersion,
+    pub version_row: i64,
+    pub job_id: uuid::Uuid,
+    pub digest: String,
+    pub revision: i64,
+    pub delisted_at: Option<DateTime<Utc>>,
+}
+
+const CATALOG_COLUMNS: &str = "sku, name, brand, category, description, price, currency, \
+     weight_grams, availability, product_url, image_urls, attributes, version_modified_at, \
+     version_key, version_etag, version_row, last_job_id, digest, revision, delisted_at";
+
+fn catalog_row(row: &sqlx::postgres::PgRow) -> CatalogItemRow {
+    CatalogItemRow {
+        sku: row.get("sku"),
+        name: row.get("name"),
+        brand: row.get("brand"),
+        category: row.get("category"),
+        description: row.get("description"),
+        price: row.get("price"),
+        currency: row.get("currency"),
+        weight_grams: row.get("weight_grams"),
+        availability: row.get("availability"),
+        product_url: row.get("product_url"),
+        image_urls: row.get("image_urls"),
+        attributes: row.get("attributes"),
+        version: ObjectVersion {
+            modified_at: row.get("version_modified_at"),
+            key: row.get("version_key"),
+            etag: row.get("version_etag"),
+        },
+        version_row: row.get("version_row"),
+        job_id: row.get("last_job_id"),
+        digest: row.get::<Option<String>, _>("digest").unwrap_or_default(),
+        revision: row.get("revision"),
+        delisted_at: row.get("delisted_at"),
+    }
+}
+
+/// Whether a newer full snapshot than `version` has registered for the source. Locks the
+/// source's row FOR SHARE for the rest of the transaction, so a registration waits for it.
+pub(super) async fn snapshot_is_newer(
+    tx: &mut Transaction<'_, Postgres>,
+    source: &str,
+    version: &ObjectVersion,
+) -> Result<bool, EtlError> {
+    let newer: Option<bool> = sqlx::query_scalar(
+        "SELECT snapshot_modified_at IS NOT NULL
+                AND (snapshot_modified_at, snapshot_key, snapshot_etag) > ($2, $3, $4)
+         FROM catalog_sources WHERE source = $1 FOR SHARE",
+    )
+    .bind(source)
+    .bind(version.modified_at)
+    .bind(&version.key)
+    .bind(&version.etag)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(newer.unwrap_or(false))
+}
+
+/// Upserts the chunk's latest row of each sku, in one statement from typed arrays. A row is
+/// written only if it is new, changed (content hash) or delisted, and only forward: a lower
+/// version (an earlier row, an older object) never overwrites a higher one.
+pub(super) async fn upsert_items(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: uuid::Uuid,
+    source: &str,
+    version: &ObjectVersion,
+    parsed: &ParsedChunk,
+) -> Result<Vec<WrittenItem>, EtlError> {
+    let latest = parsed.latest_per_sku();
+    if latest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = latest.len();
+    let (mut sku, mut name, mut brand, mut category, mut description) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut price, mut currency, mut weight, mut availability, mut url) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut images, mut attributes, mut row_number, mut hash) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for row in &latest {
+        let item = &row.item;
+        sku.push(item.sku.as_str());
+        name.push(item.name.as_str());
+        brand.push(item.brand.as_deref());
+        category.push(item.category.as_deref());
+        description.push(item.description.as_deref());
+        price.push(item.price);
+        currency.push(item.currency.as_str());
+        weight.push(item.weight_grams);
+        availability.push(item.availability.map(|a| a.as_str()));
+        url.push(item.product_url.as_str());
+        images.push(item.image_urls.clone());
+        attributes.push(serde_json::to_value(&item.attributes).unwrap_or_else(|_| json!({})));
+        row_number.push(row.row_number as i64);
+        hash.push(content_hash(item).to_vec());
+    }
+    // Arrays of arrays must be rectangular in Postgres; image lists go as JSON instead.
+    let images = sqlx::types::Json(images);
+    let rows = sqlx::query(
+        "WITH s AS (
+             SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                  $11::numeric[], $12::text[], $13::numeric[], $14::text[],
+                                  $15::text[], $16::jsonb[], $17::bigint[], $18::bytea[])
+                 WITH ORDINALITY
+                 AS s(sku, name, brand, category, description, price, currency, weight_grams,
+                      availability, product_url, attributes, row_number, content_hash, ord)
+         )
+         INSERT INTO catalog_items AS c (source, sku, name, brand, category, description,
+                price, currency, weight_grams, availability, product_url, image_urls,
+                attributes, version_modified_at, version_key, version_etag, version_row,
+                content_hash, digest, first_job_id, last_job_id, revision)
+         SELECT $1, s.sku, s.name, s.brand, s.category, s.description, s.price, s.currency,
+                s.weight_grams, s.availability, s.product_url,
+                ARRAY(SELECT jsonb_array_elements_text($19::jsonb -> (s.ord::int - 1))),
+                s.attributes, $2, $3, $4, s.row_number, s.content_hash,
+                catalog_digest(s.sku, s.price, s.currency, s.availability, $2, $3, $4,
+                               s.row_number),
+                $5, $5, nextval('catalog_revision')
+         FROM s
+         WHERE NOT EXISTS (SELECT 1 FROM catalog_items e
+                           WHERE e.source = $1 AND e.sku = s.sku
+                             AND e.content_hash = s.content_hash AND e.delisted_at IS NULL)
+         ORDER BY s.sku
+         ON CONFLICT (source, sku) DO UPDATE SET
+                name = EXCLUDED.name, brand = EXCLUDED.brand, category = EXCLUDED.category,
+                description = EXCLUDED.description, price = EXCLUDED.price,
+                currency = EXCLUDED.currency, weight_grams = EXCLUDED.weight_grams,
+                availability = EXCLUDED.availability, product_url = EXCLUDED.product_url,
+                image_urls = EXCLUDED.image_urls, attributes = EXCLUDED.attributes,
+                version_modified_at = EXCLUDED.version_modified_at,
+                version_key = EXCLUDED.version_key, version_etag = EXCLUDED.version_etag,
+                version_row = EXCLUDED.version_row, content_hash = EXCLUDED.content_hash,
+                digest = EXCLUDED.digest, last_job_id = EXCLUDED.last_job_id,
+                revision = nextval('catalog_revision'),
+                relisted_by_job_id = CASE WHEN c.delisted_at IS NOT NULL
+                                          THEN EXCLUDED.last_job_id END,
+                delisted_at = NULL, delisted_by_job_id = NULL, updated_at = now()
+         WHERE (c.version_modified_at, c.version_key, c.version_etag, c.version_row)
+               < (EXCLUDED.version_modified_at, EXCLUDED.version_key, EXCLUDED.version_etag,
+                  EXCLUDED.version_row)
+           AND (c.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+                OR c.delisted_at IS NOT NULL)
+         RETURNING c.sku, c.revision, c.digest, c.relisted_by_job_id IS NOT NULL AS relisted",
+    )
+    .bind(source)
+    .bind(version.modified_at)
+    .bind(&version.key)
+    .bind(&version.etag)
+    .bind(job_id)
+    .bind(&sku)
+    .bind(&name)
+    .bind(&brand)
+    .bind(&category)
+    .bind(&description)
+    .bind(&price)
+    .bind(&currency)
+    .bind(&weight)
+    .bind(&availability)
+    .bind(&url)
+    .bind(&attributes)
+    .bind(&row_number)
+    .bind(&hash)
+    .bind(&images)
+    .fetch_all(&mut **tx)
+    .await?;
+    // Sorted by sku like every other copy of catalog rows: a repeated copy is the same block.
+    let mut written: Vec<WrittenItem> = rows
+        .iter()
+        .map(|row| WrittenItem {
+            sku: row.get("sku"),
+            revision: row.get("revision"),
+            digest: row.get::<Option<String>, _>("digest").unwrap_or_default(),
+            relisted: row.get("relisted"),
+        })
+        .collect();
+    written.sort_by(|a, b| a.sku.cmp(&b.sku));
+    Ok(written)
+}
+
+#[derive(Serialize)]
+struct InvalidParam<'a> {
+    row_number: u64,
+    errors: &'a [FieldError],
+    raw_record: &'a str,
+}
+
+pub(super) async fn record_invalid(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: uuid::Uuid,
+    chunk_index: u32,
+    parsed: &ParsedChunk,
+) -> Result<(), EtlError> {
+    if parsed.invalid.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<InvalidParam<'_>> = parsed
+        .invalid
+        .iter()
+        .map(|row| InvalidParam {
+            row_number: row.row_number,
+            errors: &row.errors,
+            raw_record: row.raw.as_str(),
+        })
+        .collect();
+    // One JSON text parameter: one round trip, and no intermediate `serde_json::Value` tree.
+    let rows = serde_json::to_string(&rows)
+        .map_err(|err| EtlError::Postgres(sqlx::Error::Encode(err.into())))?;
+    sqlx::query(
+        "INSERT INTO invalid_item_logs (job_id, chunk_index, row_number, errors, raw_record)
+         SELECT $1, $2, r.row_number, r.errors, r.raw_record
+         FROM jsonb_to_recordset($3::jsonb) AS r(row_number bigint, errors jsonb, raw_record text)
+         ON CONFLICT (job_id, row_number) DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(chunk_index as i32)
+    .bind(rows)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The delisting step's open transaction: the source's row is locked FOR UPDATE, so no chunk
+/// of any job of the source commits until it ends.
+pub struct Delisting {
+    tx: Transaction<'static, Postgres>,
+    job_id: uuid::Uuid,
+    pub outcome: DelistOutcome,
+    /// The rows delisted, as they are now (for ClickHouse's copy).
+    pub rows: Vec<CatalogItemRow>,
+}
+
+impl Delisting {
+    /// Commits the delisting and records its outcome on the job.
+    pub async fn commit(mut self) -> Result<DelistOutcome, EtlError> {
+        let refused = self
+            .outcome
+            .refused
+            .map(|(would, listed)| json!({"would_delist": would, "listed": listed}));
+        // An ineligible job records its zero without marking the step done: eligibility is
+        // decided again if the step runs again, and such a step writes nothing anyway.
+        sqlx::query(
+            "UPDATE etl_jobs SET delisted_at = CASE WHEN $5 THEN now() END, items_delisted = $2,
+                    delist_refused = $3, delist_clickhouse_written = $4, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(self.job_id)
+        .bind(self.outcome.delisted as i64)
+        .bind(refused)
+        .bind(self.rows.is_empty())
+        .bind(self.outcome.eligible)
+        .execute(&mut *self.tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(self.outcome)
+    }
+}
+
+pub enum DelistStep {
+    /// The step ran before (a retried or replayed activity): nothing is done twice.
+    Done(DelistOutcome),
+    Open(Delisting),
+}
+
+impl PgStore {
+    /// Whether a newer full snapshot than `version` has registered for the source: the object
+    /// writes no catalog rows then.
+    pub async fn snapshot_newer_than(
+        &self,
+        source: &str,
+        version: &ObjectVersion,
+    ) -> Result<bool, EtlError> {
+        let newer: Option<bool> = sqlx::query_scalar(
+            "SELECT snapshot_modified_at IS NOT NULL
+                    AND (snapshot_modified_at, snapshot_key, snapshot_etag) > ($2, $3, $4)
+             FROM catalog_sources WHERE source = $1",
+        )
+        .bind(source)
+        .bind(version.modified_at)
+        .bind(&version.key)
+        .bind(&version.etag)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(newer.unwrap_or(false))
+    }
+
+    /// Starts a job's delisting: every listed item of the source that the job's object does not
+    /// mention (valid or invalid rows alike) and that no newer object wrote is delisted, unless
+    /// the guard refuses. Only a completed full snapshot that is the newest object of its source
+    /// delists; the decision and the writes happen in one transaction.
+    pub async fn begin_delisting(&self, job_id: &str) -> Result<DelistStep, EtlError> {
+        let id = parse_job_id(job_id)?;
+        let mut tx = self.pool().begin().await?;
+        let job = sqlx::query(
+            "SELECT source, dry_run, partial, allow_mass_delist, last_modified, object_key, etag,
+                    delisted_at IS NOT NULL AS done, items_delisted, delist_refused
+             FROM etl_jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let source: String = job.get("source");
+        sqlx::query("SELECT 1 FROM catalog_sources WHERE source = $1 FOR UPDATE")
+            .bind(&source)
+            .execute(&mut *tx)
+            .await?;
+        if job.get::<bool, _>("done") {
+            let refused: Option<serde_json::Value> = job.get("delist_refused");
+            return Ok(DelistStep::Done(DelistOutcome {
+                eligible: true,
+                delisted: job.get::<Option<i64>, _>("items_delisted").unwrap_or(0) as u64,
+                refused: refused.map(|r| {
+                    (
+                        r["would_delist"].as_u64().unwrap_or(0),
+                        r["listed"].as_u64().unwrap_or(0),
+                    )
+                }),
+            }));
+        }
+        let version = ObjectVersion {
+            modified_at: job
+                .get::<Option<DateTime<Utc>>, _>("last_modified")
+                .unwrap_or_default(),
+            key: job.get("object_key"),
+            etag: job.get("etag"),
+        };
+        let newest: bool = sqlx::query_scalar(
+            "SELECT (s.snapshot_modified_at, s.snapshot_key, s.snapshot_etag) = ($2, $3, $4)
+                    AND NOT EXISTS (
+                        SELECT 1 FROM etl_jobs k
+                        WHERE k.source = $1 AND k.status = 'completed' AND NOT k.dry_run
+                          AND (k.last_modified, k.object_key, k.etag) > ($2, $3, $4))
+             FROM catalog_sources s WHERE s.source = $1",
+        )
+        .bind(&source)
+        .bind(version.modified_at)
+        .bind(&version.key)
+        .bind(&version.etag)
+        .fetch_one(&mut *tx)
+        .await?;
+        let eligible = newest && !job.get::<bool, _>("dry_run") && !job.get::<bool, _>("partial");
+        if !eligible {
+            return Ok(DelistStep::Open(Delisting {
+                tx,
+                job_id: id,
+                outcome: DelistOutcome::default(),
+                rows: Vec::new(),
+            }));
+        }
+        // Listed items the object does not mention and no newer object wrote.
+        let candidates = "FROM catalog_items c
+             WHERE c.source = $1 AND c.delisted_at IS NULL
+               AND (c.version_modified_at, c.version_key, c.version_etag) <= ($3, $4, $5)
+               AND NOT EXISTS (SELECT 1 FROM mentioned m WHERE m.sku = c.sku)";
+        let mentioned = "WITH mentioned AS (
+                 SELECT unnest(skus) AS sku FROM etl_chunks WHERE job_id = $2
+                 UNION
+                 SELECT unnest(invalid_skus) FROM etl_chunks WHERE job_id = $2)";
+        let counts = sqlx::query(&format!(
+            "{mentioned}
+             SELECT (SELECT count(*) FROM catalog_items WHERE source = $1
+                     AND delisted_at IS NULL) AS listed,
+                    (SELECT count(*) {candidates}) AS would"
+        ))
+        .bind(&source)
+        .bind(id)
+        .bind(version.modified_at)
+        .bind(&version.key)
+        .bind(&version.etag)
+        .fetch_one(&mut *tx)
+        .await?;
+        let listed = counts.get::<i64, _>("listed") as u64;
+        let would = counts.get::<i64, _>("would") as u64;
+        let guard_trips =
+            would > MASS_DELIST_MIN_ITEMS && (would as f64) > MASS_DELIST_MAX_SHARE * listed as f64;
+        if guard_trips && !job.get::<bool, _>("allow_mass_delist") {
+            return Ok(DelistStep::Open(Delisting {
+                tx,
+                job_id: id,
+                outcome: DelistOutcome {
+                    eligible: true,
+                    delisted: 0,
+                    refused: Some((would, listed)),
+                },
+                rows: Vec::new(),
+            }));
+        }
+        let rows = sqlx::query(&format!(
+            "{mentioned}
+             UPDATE catalog_items AS u SET delisted_at = now(), delisted_by_job_id = $2,
+                    relisted_by_job_id = NULL,
+                    version_modified_at = $3, version_key = $4, version_etag = $5,
+                    version_row = 0, revision = nextval('catalog_revision'),
+                    digest = catalog_digest(u.sku, u.price, u.currency, u.availability, $3, $4,
+                                            $5, 0),
+                    updated_at = now()
+             WHERE u.source = $1 AND u.sku IN (SELECT c.sku {candidates})
+             RETURNING {CATALOG_COLUMNS}"
+        ))
+        .bind(&source)
+        .bind(id)
+        .bind(version.modified_at)
+        .bind(&version.key)
+        .bind(&version.etag)
+        .fetch_all(&mut *tx)
+        .await?;
+        // Sorted like every other copy of catalog rows: a repeated copy is the same block.
+        let mut rows: Vec<CatalogItemRow> = rows.iter().map(catalog_row).collect();
+        rows.sort_by(|a, b| a.sku.cmp(&b.sku));
+        Ok(DelistStep::Open(Delisting {
+            tx,
+            job_id: id,
+            outcome: DelistOutcome {
+                eligible: true,
+                delisted: rows.len() as u64,
+                refused: None,
+            },
+            rows,
+        }))
+    }
+
+    pub async fn mark_delist_clickhouse_written(&self, job_id: &str) -> Result<(), EtlError> {
+        sqlx::query(
+            "UPDATE etl_jobs SET delist_clickhouse_written = true, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(parse_job_id(job_id)?)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the job's delisting committed without its ClickHouse copy.
+    pub async fn delist_pending(&self, job_id: &str) -> Result<bool, EtlError> {
+        Ok(sqlx::query_scalar(
+            "SELECT delisted_at IS NOT NULL AND NOT delist_clickhouse_written
+             FROM etl_jobs WHERE id = $1",
+        )
+        .bind(parse_job_id(job_id)?)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// The rows a job delisted that are still delisted by it, as they are now.
+    pub async fn rows_delisted_by(
+        &self,
+        source: &str,
+        job_id: &str,
+    ) -> Result<Vec<CatalogItemRow>, EtlError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CATALOG_COLUMNS} FROM catalog_items
+             WHERE source = $1 AND delisted_by_job_id = $2 ORDER BY sku"
+        ))
+        .bind(source)
+        .bind(parse_job_id(job_id)?)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(catalog_row).collect())
+    }
+
+    /// The catalog rows among `skus` that `job_id` wrote last, as they are now: a committed
+    /// chunk's changes, for a ClickHouse copy made again after the attempt that wrote them died.
+    pub async fn rows_written_by(
+        &self,
+        source: &str,
+        job_id: uuid::Uuid,
+        skus: &[String],
+    ) -> Result<Vec<CatalogItemRow>, EtlError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CATALOG_COLUMNS} FROM catalog_items
+             WHERE source = $1 AND sku = ANY($2) AND last_job_id = $3 ORDER BY sku"
+        ))
+        .bind(source)
+        .bind(skus)
+        .bind(job_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(catalog_row).collect())
+    }
+
+    /// Of `job_id`'s distinct valid skus, how many are in the source's catalog.
+    pub async fn job_items_in_catalog(&self, source: &str, job_id: &str) -> Result<u64, EtlError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM catalog_items c
+             WHERE c.source = $1 AND c.sku IN (
+                 SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2)",
+        )
+        .bind(source)
+        .bind(parse_job_id(job_id)?)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n as u64)
+    }
+
+    /// Postgres' side of the catalog comparison, computed in the database: listed and delisted
+    /// counts, the checksum of the listed items' recorded digests, and how many listed items no
+    /// longer match their digest.
+    pub async fn catalog_side(&self, source: &str) -> Result<CatalogSide, EtlError> {
+        let row = sqlx::query(
+            "SELECT count(*) FILTER (WHERE delisted_at IS NULL) AS listed,
+                    count(*) FILTER (WHERE delisted_at IS NOT NULL) AS delisted,
+                    coalesce(sum(('x' || substr(digest, 1, 15))::bit(60)::bigint)
+                             FILTER (WHERE delisted_at IS NULL), 0)::text AS checksum,
+                    count(*) FILTER (WHERE delisted_at IS NULL AND digest IS DISTINCT FROM
+                        catalog_digest(sku, price, currency, availability, version_modified_at,
+                                       version_key, version_etag, version_row)) AS inconsistent
+             FROM catalog_items WHERE source = $1",
+        )
+        .bind(source)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(CatalogSide {
+            listed: row.get::<i64, _>("listed") as u64,
+            delisted: row.get::<i64, _>("delisted") as u64,
+            checksum: row.get("checksum"),
+            inconsistent: row.get::<i64, _>("inconsistent") as u64,
+        })
+    }
+
+    /// Per bucket (the first two hex digits of md5(sku)): listed items and their checksum, to
+    /// find where the stores differ without reading rows.
+    pub async fn catalog_buckets(
+        &self,
+        source: &str,
+    ) -> Result<Vec<(String, u64, String)>, EtlError> {
+        let rows = sqlx::query(
+            "SELECT substr(md5(sku), 1, 2) AS bucket, count(*) AS items,
+                    sum(('x' || substr(digest, 1, 15))::bit(60)::bigint)::text AS checksum
+             FROM catalog_items WHERE source = $1 AND delisted_at IS NULL
+             GROUP BY 1 ORDER BY 1",
+        )
+        .bind(source)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get("bucket"),
+                    row.get::<i64, _>("items") as u64,
+                    row.get("checksum"),
+                )
+            })
+            .collect())
+    }
+
+    /// (sku, digest) of the listed items of some buckets.
+    pub async fn catalog_digests(
+        &self,
+        source: &str,
+        buckets: &[String],
+    ) -> Result<Vec<(String, String)>, EtlError> {
+        let rows = sqlx::query(
+            "SELECT sku, coalesce(digest, '') AS digest FROM catalog_items
+             WHERE source = $1 AND delisted_at IS NULL AND substr(md5(sku), 1, 2) = ANY($2)",
+        )
+        .bind(source)
+        .bind(buckets)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get("sku"), row.get("digest")))
+            .collect())
+    }
+}

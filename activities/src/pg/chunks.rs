@@ -1,0 +1,336 @@
+//! The chunk ledger: one row per planned chunk. A chunk's effects in Postgres, its ClickHouse
+//! observations and its ledger row commit together (the observations are inserted inside the
+//! open transaction, with a deduplication token), so a chunk is either wholly committed or
+//! not at all; only the copy of the catalog rows it changed follows the commit, and that copy
+//! can be made again from Postgres alone.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{ObjectVersion, PgStore, catalog, parse_job_id};
+use crate::{
+    chunk::ParsedChunk,
+    error::EtlError,
+    model::{ChunkOutcome, JobStatus},
+};
+
+/// What a chunk attempt needs to know, read in one query that also counts the attempt.
+#[derive(Debug, Clone)]
+pub struct ChunkWork {
+    pub job_id: uuid::Uuid,
+    pub chunk_index: u32,
+    /// This attempt's number in the ledger: only the latest attempt may commit.
+    pub lease: i32,
+    pub source: String,
+    pub bucket: String,
+    pub dry_run: bool,
+    pub version: ObjectVersion,
+    pub header_raw: Vec<u8>,
+    pub byte_start: u64,
+    pub byte_end: u64,
+    pub first_row: u64,
+    pub planned_rows: u64,
+    pub committed: Option<ChunkOutcome>,
+    pub clickhouse_written: bool,
+}
+
+/// A chunk's open transaction, holding the ledger row's lock.
+pub struct ChunkCommit {
+    tx: Transaction<'static, Postgres>,
+    work_job: uuid::Uuid,
+    chunk_index: u32,
+    /// The job's object is older than its source's newest snapshot: it writes history and its
+    /// ledger, never the current catalog.
+    pub stale: bool,
+}
+
+/// A catalog row a chunk wrote: what ClickHouse's copy needs besides the parsed item.
+#[derive(Debug, Clone)]
+pub struct WrittenItem {
+    pub sku: String,
+    pub revision: i64,
+    pub digest: String,
+    pub relisted: bool,
+}
+
+pub enum Begun {
+    Open(ChunkCommit),
+    /// An earlier attempt committed the chunk: its result stands.
+    AlreadyCommitted(ChunkOutcome),
+}
+
+fn outcome_of(row: &sqlx::postgres::PgRow, chunk_index: u32) -> ChunkOutcome {
+    ChunkOutcome {
+        chunk_index,
+        rows_total: row.get::<Option<i64>, _>("rows_total").unwrap_or(0) as u64,
+        rows_valid: row.get::<Option<i64>, _>("rows_valid").unwrap_or(0) as u64,
+        rows_invalid: row.get::<Option<i64>, _>("rows_invalid").unwrap_or(0) as u64,
+    }
+}
+
+impl PgStore {
+    /// Reads what a chunk attempt needs and takes the chunk's lease (the attempt counter): an
+    /// older attempt still running somewhere can no longer commit.
+    pub async fn start_chunk_attempt(
+        &self,
+        job_id: &str,
+        chunk_index: u32,
+    ) -> Result<ChunkWork, EtlError> {
+        let id = parse_job_id(job_id)?;
+        let row = sqlx::query(
+            "WITH attempt AS (
+                 UPDATE etl_chunks
+                 SET attempts = attempts + 1,
+                     first_started_at = coalesce(first_started_at, now()),
+                     last_started_at = now()
+                 WHERE job_id = $1 AND chunk_index = $2
+                 RETURNING *
+             )
+             SELECT j.source, j.bucket, j.object_key, j.etag, j.dry_run, j.last_modified,
+                    j.header_raw, c.attempts, c.byte_start, c.byte_end, c.first_row,
+                    c.planned_rows, c.status, c.rows_total, c.rows_valid, c.rows_invalid,
+                    c.clickhouse_written
+             FROM attempt c JOIN etl_jobs j ON j.id = c.job_id",
+        )
+        .bind(id)
+        .bind(chunk_index as i32)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| EtlError::PlanMismatch {
+            job_id: job_id.to_owned(),
+            chunk: chunk_index,
+            reason: "no such chunk in the plan".to_owned(),
+        })?;
+        let status: String = row.get("status");
+        let bucket: String = row.get("bucket");
+        let key: String = row.get("object_key");
+        Ok(ChunkWork {
+            job_id: id,
+            chunk_index,
+            lease: row.get("attempts"),
+            source: row.get("source"),
+            dry_run: row.get("dry_run"),
+            version: ObjectVersion {
+                modified_at: row
+                    .get::<Option<DateTime<Utc>>, _>("last_modified")
+                    .ok_or_else(|| EtlError::MissingLastModified {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                    })?,
+                key,
+                etag: row.get("etag"),
+            },
+            bucket,
+            header_raw: row
+                .get::<Option<Vec<u8>>, _>("header_raw")
+                .unwrap_or_default(),
+            byte_start: row.get::<i64, _>("byte_start") as u64,
+            byte_end: row.get::<i64, _>("byte_end") as u64,
+            first_row: row.get::<i64, _>("first_row") as u64,
+            planned_rows: row.get::<i64, _>("planned_rows") as u64,
+            committed: (status == "committed").then(|| outcome_of(&row, chunk_index)),
+            clickhouse_written: row.get("clickhouse_written"),
+        })
+    }
+
+    /// Opens the chunk's transaction: locks its ledger row, then checks that it is still
+    /// uncommitted, that this attempt holds the lease, and that the job still accepts commits.
+    pub async fn begin_chunk_commit(&self, work: &ChunkWork) -> Result<Begun, EtlError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(
+            "SELECT status, attempts, rows_total, rows_valid, rows_invalid FROM etl_chunks
+             WHERE job_id = $1 AND chunk_index = $2 FOR UPDATE",
+        )
+        .bind(work.job_id)
+        .bind(work.chunk_index as i32)
+        .fetch_one(&mut *tx)
+        .await?;
+        if row.get::<String, _>("status") == "committed" {
+            tx.rollback().await?;
+            return Ok(Begun::AlreadyCommitted(outcome_of(&row, work.chunk_index)));
+        }
+        let stale_attempt = |reason: String| EtlError::StaleAttempt {
+            job_id: work.job_id.to_string(),
+            chunk: work.chunk_index,
+            reason,
+        };
+        let attempts: i32 = row.get("attempts");
+        if attempts != work.lease {
+            return Err(stale_attempt(format!(
+                "attempt {} lost its lease to attempt {attempts}; it writes nothing",
+                work.lease
+            )));
+        }
+        let accepting: bool =
+            sqlx::query_scalar("SELECT accepting_commits FROM etl_jobs WHERE id = $1 FOR SHARE")
+                .bind(work.job_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if !accepting {
+            return Err(stale_attempt(
+                "the job is sealed (it ended or is ending); nothing more is committed".to_owned(),
+            ));
+        }
+        let stale = if work.dry_run {
+            false
+        } else {
+            catalog::snapshot_is_newer(&mut tx, &work.source, &work.version).await?
+        };
+        Ok(Begun::Open(ChunkCommit {
+            tx,
+            work_job: work.job_id,
+            chunk_index: work.chunk_index,
+            stale,
+        }))
+    }
+
+    /// Whether `lease` is still the chunk's latest attempt.
+    pub async fn holds_lease(&self, work: &ChunkWork) -> Result<bool, EtlError> {
+        let attempts: i32 = sqlx::query_scalar(
+            "SELECT attempts FROM etl_chunks WHERE job_id = $1 AND chunk_index = $2",
+        )
+        .bind(work.job_id)
+        .bind(work.chunk_index as i32)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(attempts == work.lease)
+    }
+
+    pub async fn mark_clickhouse_written(
+        &self,
+        job_id: uuid::Uuid,
+        chunk_index: u32,
+    ) -> Result<(), EtlError> {
+        sqlx::query(
+            "UPDATE etl_chunks SET clickhouse_written = true, clickhouse_written_at = now()
+             WHERE job_id = $1 AND chunk_index = $2",
+        )
+        .bind(job_id)
+        .bind(chunk_index as i32)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Committed chunks of a job whose catalog changes have not been copied to ClickHouse.
+    pub async fn chunks_pending_clickhouse(&self, job_id: &str) -> Result<Vec<u32>, EtlError> {
+        let rows: Vec<i32> = sqlx::query_scalar(
+            "SELECT chunk_index FROM etl_chunks
+             WHERE job_id = $1 AND status = 'committed' AND NOT clickhouse_written
+             ORDER BY chunk_index",
+        )
+        .bind(parse_job_id(job_id)?)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|i| i as u32).collect())
+    }
+
+    /// The skus whose catalog rows a committed chunk wrote.
+    pub async fn written_skus(
+        &self,
+        job_id: uuid::Uuid,
+        chunk_index: u32,
+    ) -> Result<Vec<String>, EtlError> {
+        let skus: Option<Vec<String>> = sqlx::query_scalar(
+            "SELECT written_skus FROM etl_chunks WHERE job_id = $1 AND chunk_index = $2",
+        )
+        .bind(job_id)
+        .bind(chunk_index as i32)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(skus.unwrap_or_default())
+    }
+
+    /// Status and error of each job, from the job rows (the record of truth).
+    pub async fn job_statuses(&self, job_ids: &[String]) -> Result<Vec<JobStatus>, EtlError> {
+        let ids: Vec<uuid::Uuid> = job_ids
+            .iter()
+            .map(|id| parse_job_id(id))
+            .collect::<Result<_, _>>()?;
+        let rows = sqlx::query(
+            "SELECT l.id, coalesce(j.status, 'missing') AS status, j.error
+             FROM UNNEST($1::uuid[]) WITH ORDINALITY AS l(id, ord)
+             LEFT JOIN etl_jobs j ON j.id = l.id
+             ORDER BY l.ord",
+        )
+        .bind(&ids)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| JobStatus {
+                job_id: row.get::<uuid::Uuid, _>("id").to_string(),
+                status: row.get("status"),
+                error: row.get("error"),
+            })
+            .collect())
+    }
+}
+
+impl ChunkCommit {
+    /// Writes the chunk's latest row of each sku to the catalog, leaving unchanged items
+    /// untouched; returns the rows written. Nothing for a stale object.
+    pub async fn write_catalog(
+        &mut self,
+        source: &str,
+        version: &ObjectVersion,
+        parsed: &ParsedChunk,
+    ) -> Result<Vec<WrittenItem>, EtlError> {
+        if self.stale {
+            return Ok(Vec::new());
+        }
+        catalog::upsert_items(&mut self.tx, self.work_job, source, version, parsed).await
+    }
+
+    pub async fn record_invalid(&mut self, parsed: &ParsedChunk) -> Result<(), EtlError> {
+        catalog::record_invalid(&mut self.tx, self.work_job, self.chunk_index, parsed).await
+    }
+
+    /// Commits the chunk and its ledger row. `clickhouse_written` is true when nothing is left
+    /// to copy (a dry run, or no catalog row written).
+    pub async fn commit(
+        mut self,
+        outcome: &ChunkOutcome,
+        parsed: &ParsedChunk,
+        written: &[WrittenItem],
+        clickhouse_written: bool,
+    ) -> Result<(), EtlError> {
+        let skus: Vec<&str> = parsed
+            .latest_per_sku()
+            .iter()
+            .map(|row| row.item.sku.as_str())
+            .collect();
+        let mut invalid_skus: Vec<&str> = parsed
+            .invalid
+            .iter()
+            .filter_map(|row| row.sku.as_deref())
+            .collect();
+        invalid_skus.sort_unstable();
+        invalid_skus.dedup();
+        let written_skus: Vec<&str> = written.iter().map(|w| w.sku.as_str()).collect();
+        let relisted = written.iter().filter(|w| w.relisted).count() as i32;
+        sqlx::query(
+            "UPDATE etl_chunks
+             SET status = 'committed', rows_total = $3, rows_valid = $4, rows_invalid = $5,
+                 skus = $6, invalid_skus = $7, written_skus = $8, items_relisted = $9,
+                 clickhouse_written = $10,
+                 clickhouse_written_at = CASE WHEN $10 THEN now() END,
+                 committed_at = now()
+             WHERE job_id = $1 AND chunk_index = $2",
+        )
+        .bind(self.work_job)
+        .bind(self.chunk_index as i32)
+        .bind(outcome.rows_total as i64)
+        .bind(outcome.rows_valid as i64)
+        .bind(outcome.rows_invalid as i64)
+        .bind(&skus)
+        .bind(&invalid_skus)
+        .bind(&written_skus)
+        .bind(relisted)
+        .bind(clickhouse_written)
+        .execute(&mut *self.tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
