@@ -320,12 +320,7 @@ async fn header_errors_fail_the_job_and_write_nothing() {
         );
         assert_eq!(u(&summary["rows_total"]), 0);
     }
-    for table in [
-        "catalog_items",
-        "catalog_item_jobs",
-        "invalid_item_logs",
-        "etl_chunks",
-    ] {
+    for table in ["catalog_items", "invalid_item_logs", "etl_chunks"] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(&env.pg)
             .await
@@ -403,7 +398,7 @@ async fn dry_run_records_counts_and_invalid_rows_but_no_catalog_writes() {
         )
         .await;
     assert_eq!(invalid as u64, stats.rows_invalid);
-    for table in ["catalog_items", "catalog_item_jobs"] {
+    for table in ["catalog_items"] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(&env.pg)
             .await

@@ -6,7 +6,10 @@ use std::time::Duration;
 use activities::generator::{GeneratedStats, GeneratorConfig};
 use serde_json::Value;
 
-use crate::harness::{CommittedChunks, TestEnv, generated, u, uuid_like::Uuid};
+use crate::{
+    harness::{CommittedChunks, TestEnv, generated, u},
+    ingest::observations,
+};
 
 fn catalog(rows: u64, seed: u64, prefix: &str) -> (Vec<u8>, GeneratedStats) {
     generated(&GeneratorConfig {
@@ -92,18 +95,14 @@ async fn ingest_source_skips_ingested_versions_and_takes_new_ones() {
     }
     assert_eq!(manifest_rows(&env).await, 2);
 
-    // Nothing new: every version is skipped, with the job that ingested it.
+    // Nothing new: every version is skipped (counted, not listed one by one).
     let second = run(&env).json();
     assert_eq!(
-        (u(&second["started"]), u(&second["skipped"])),
-        (0, 2),
+        (u(&second["started"]), u(&second["skipped"]), u(&second["listed"])),
+        (0, 2, 2),
         "{second}"
     );
-    assert_eq!(
-        by_key(&second, "daily/2026-11-01.csv")["job_id"],
-        by_key(&report, "daily/2026-11-01.csv")["job_id"]
-    );
-    assert_eq!(by_key(&second, "daily/2026-11-01.csv")["status"], "skipped");
+    assert_eq!(second["objects"].as_array().unwrap().len(), 0);
 
     // A new version of the same key is new.
     let (a2, a2_stats) = catalog(250, 3, "A");
@@ -199,8 +198,11 @@ async fn a_bad_object_fails_its_own_job_only() {
     // The next tick does not hammer the bad version again: that takes `etlctl retry`.
     let again = env.etlctl(&args).json();
     assert_eq!(u(&again["started"]), 0, "{again}");
-    assert_eq!(by_key(&again, "in/2-bad.csv")["status"], "failed-earlier");
-    assert_eq!(by_key(&again, "in/3-good.csv")["status"], "skipped");
+    assert_eq!(
+        (u(&again["failed_earlier"]), u(&again["skipped"])),
+        (1, 2),
+        "{again}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,14 +394,13 @@ async fn retry_checks_the_etag_and_links_the_jobs() {
         .await
         .unwrap();
     assert_eq!(items as u64, stats.distinct_valid_skus);
-    let observations: u64 = env
-        .ch
-        .query("SELECT count() FROM catalog_item_observations FINAL WHERE job_id = ?")
-        .bind(str_of(&repaired["job_id"]))
-        .fetch_one()
-        .await
-        .unwrap();
-    assert_eq!(observations, stats.rows_valid);
+    // One observation per row of the object version, however many jobs ingested it, and no
+    // physical duplicate either: the repair's inserts carried the same tokens.
+    assert_eq!(observations(&env, "r.csv").await, stats.rows_valid);
+    assert_eq!(
+        crate::ingest::raw_observations(&env, "r.csv").await,
+        stats.rows_valid
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -426,13 +427,75 @@ async fn reconcile_recounts_and_detects_a_corrupted_count() {
     assert!(shown["verified_at"].is_string());
     assert_eq!(shown["verified_ok"], true);
 
-    // Lose three items' provenance in Postgres, as a bad manual fix would.
-    let job: Uuid = job_id.parse().unwrap();
-    sqlx::query(
-        "DELETE FROM catalog_item_jobs WHERE job_id = $1 AND sku IN
-             (SELECT sku FROM catalog_item_jobs WHERE job_id = $1 ORDER BY sku LIMIT 3)",
+    assert_eq!(clean["catalog"]["ok"], true, "{clean}");
+    assert_eq!(
+        u(&clean["catalog"]["postgres"]["listed"]),
+        stats.distinct_valid_skus
+    );
+    assert_eq!(
+        u(&clean["catalog"]["clickhouse"]["listed"]),
+        stats.distinct_valid_skus
+    );
+
+    // One price changed in Postgres behind the pipeline's back: reconcile names the store.
+    let sku: String = sqlx::query_scalar(
+        "SELECT sku FROM catalog_items WHERE price IS NOT NULL ORDER BY sku LIMIT 1",
     )
-    .bind(job)
+    .fetch_one(&env.pg)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE catalog_items SET price = price + 1 WHERE sku = $1")
+        .bind(&sku)
+        .execute(&env.pg)
+        .await
+        .unwrap();
+    let broken = env.etlctl(&["reconcile", &job_id, "--json"]);
+    assert_eq!(broken.code, 1, "{}", broken.stdout);
+    let broken = broken.json();
+    assert_eq!(u(&broken["catalog"]["postgres"]["inconsistent"]), 1, "{broken}");
+    assert_eq!(u(&broken["catalog"]["clickhouse"]["inconsistent"]), 0);
+    assert_eq!(u(&broken["catalog"]["differing_items"]), 0, "{broken}");
+    let deltas = broken["deltas"].to_string();
+    assert!(deltas.contains("Postgres: 1 listed item(s)"), "{deltas}");
+    sqlx::query("UPDATE catalog_items SET price = price - 1 WHERE sku = $1")
+        .bind(&sku)
+        .execute(&env.pg)
+        .await
+        .unwrap();
+
+    // The same in ClickHouse.
+    env.ch
+        .query(
+            "ALTER TABLE catalog_items UPDATE price = price + 1 WHERE sku = ?
+             SETTINGS mutations_sync = 2",
+        )
+        .bind(&sku)
+        .execute()
+        .await
+        .unwrap();
+    let broken = env.etlctl(&["reconcile", &job_id, "--json"]).json();
+    assert_eq!(broken["ok"], false);
+    assert_eq!(u(&broken["catalog"]["clickhouse"]["inconsistent"]), 1, "{broken}");
+    assert!(
+        broken["deltas"].to_string().contains("ClickHouse: 1 listed item(s)"),
+        "{broken}"
+    );
+    env.ch
+        .query(
+            "ALTER TABLE catalog_items UPDATE price = price - 1 WHERE sku = ?
+             SETTINGS mutations_sync = 2",
+        )
+        .bind(&sku)
+        .execute()
+        .await
+        .unwrap();
+
+    // Three items lost in Postgres, as a bad manual fix would: the job's items and the
+    // catalog comparison both see it.
+    sqlx::query(
+        "DELETE FROM catalog_items WHERE sku IN
+             (SELECT sku FROM catalog_items ORDER BY sku LIMIT 3)",
+    )
     .execute(&env.pg)
     .await
     .unwrap();
@@ -446,6 +509,7 @@ async fn reconcile_recounts_and_detects_a_corrupted_count() {
         u(&broken["postgres"]["items"]),
         stats.distinct_valid_skus - 3
     );
+    assert_eq!(u(&broken["catalog"]["differing_items"]), 3, "{broken}");
     let shown = env.etlctl(&["jobs", "show", &job_id, "--json"]).json();
     assert_eq!(shown["verified_ok"], false);
     let text = env.etlctl(&["reconcile", &job_id]);
@@ -490,14 +554,7 @@ async fn cancel_stops_between_chunks_and_keeps_committed_ones() {
     );
     // What Postgres committed is in ClickHouse too: the chunk in flight finished whole.
     assert_eq!(u(&summary["chunks_clickhouse_pending"]), 0);
-    let observations: u64 = env
-        .ch
-        .query("SELECT count() FROM catalog_item_observations FINAL WHERE job_id = ?")
-        .bind(&job_id)
-        .fetch_one()
-        .await
-        .unwrap();
-    assert_eq!(observations, u(&summary["rows_valid"]));
+    assert_eq!(observations(&env, "x.csv").await, u(&summary["rows_valid"]));
     let details = env
         .etlctl(&["jobs", "show", &job_id, "--chunks", "--json"])
         .json();

@@ -283,8 +283,10 @@ impl PgStore {
     /// its chunk phase for other jobs of its source.
     pub async fn store_totals(&self, job_id: &str, totals: &JobTotals) -> Result<(), EtlError> {
         sqlx::query(
-            "UPDATE etl_jobs SET rows_total = $2, rows_valid = $3, rows_invalid = $4, items = $5,
-                    items_relisted = $6, accepting_commits = false, updated_at = now()
+            "UPDATE etl_jobs SET rows_total = $2, rows_valid = $3, rows_invalid = $4,
+                    items = CASE WHEN dry_run THEN NULL ELSE $5 END,
+                    items_relisted = CASE WHEN dry_run THEN NULL ELSE $6 END,
+                    accepting_commits = false, updated_at = now()
              WHERE id = $1",
         )
         .bind(parse_job_id(job_id)?)
