@@ -343,9 +343,9 @@ async fn header_errors_fail_the_job_and_write_nothing() {
 pub(crate) async fn wait_until_final(env: &TestEnv, job_id: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     loop {
-        // The workflow creates the job row: until its plan runs, there is none.
+        // The workflow creates the job row: until its plan runs, there is none (exit 2).
         let shown = env.etlctl(&["jobs", "show", job_id, "--json"]);
-        if shown.code == 0 && shown.json()["status"] != "running" {
+        if shown.code != 2 && shown.json()["status"] != "running" {
             return shown.json();
         }
         assert!(
