@@ -531,7 +531,11 @@ impl EtlActivities {
     async fn delist_job(&self, job_id: &str) -> Result<DelistOutcome, EtlError> {
         let facts = self.pg.job_facts(job_id).await?;
         let delisting = match self.pg.begin_delisting(job_id).await? {
-            DelistStep::Done(outcome) => return Ok(outcome),
+            DelistStep::Done(outcome) => {
+                // An earlier attempt committed the step; its ClickHouse copy may be missing.
+                self.flush_job(job_id).await?;
+                return Ok(outcome);
+            }
             DelistStep::Open(delisting) => delisting,
         };
         let rows = delisting.rows.clone();

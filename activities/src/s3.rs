@@ -278,6 +278,12 @@ impl ObjectStore {
     }
 
     pub async fn put(&self, bucket: &str, key: &str, body: Bytes) -> Result<ObjectMeta, EtlError> {
+        self.put_only(bucket, key, body).await?;
+        self.head(bucket, key).await
+    }
+
+    /// Uploads without reading the new version back.
+    pub async fn put_only(&self, bucket: &str, key: &str, body: Bytes) -> Result<(), EtlError> {
         self.client
             .put_object()
             .bucket(bucket)
@@ -287,7 +293,7 @@ impl ObjectStore {
             .send()
             .await
             .map_err(|err| s3_error(&format!("PUT s3://{bucket}/{key}"), err))?;
-        self.head(bucket, key).await
+        Ok(())
     }
 
     /// Uploads a local file without reading it into memory.

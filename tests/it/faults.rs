@@ -83,7 +83,7 @@ async fn raw_catalog_rows(env: &TestEnv) -> u64 {
 
 /// Rows of the catalog copy that repeat another row's (sku, revision): a copy inserted twice.
 /// (Several revisions of one sku are legitimate: each is a write Postgres made.)
-async fn duplicated_catalog_rows(env: &TestEnv) -> u64 {
+async fn duplicated_catalog_rows(env: &TestEnv) -> i64 {
     env.ch
         .query("SELECT count() - uniqExact(sku, revision) FROM catalog_items")
         .fetch_one()

@@ -162,6 +162,31 @@ impl TestEnv {
         self.s3.put(&self.bucket, key, body.into()).await.unwrap()
     }
 
+    /// `count` small objects `{prefix}{n:05}.csv`, uploaded a few at a time (no HEAD each).
+    pub async fn put_many(&self, prefix: &str, count: usize, body: &str) {
+        let keys: Vec<String> = (0..count).map(|n| format!("{prefix}{n:05}.csv")).collect();
+        for batch in keys.chunks(16) {
+            let puts = batch.iter().map(|key| {
+                self.s3
+                    .put_only(&self.bucket, key, bytes::Bytes::from(body.to_owned()))
+            });
+            for put in futures::future::join_all(puts).await {
+                put.unwrap();
+            }
+        }
+    }
+
+    /// The kernel's high-water mark of the resident memory of the newest worker.
+    pub fn worker_peak_rss_kib(&self) -> u64 {
+        let worker = self.workers.last().expect("a worker");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", worker.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
     /// Starts a worker and returns once it is polling (it prints "etl-worker ready").
     pub fn start_worker(&mut self) {
         self.start_worker_with(&[]);

@@ -5,3 +5,5 @@ mod harness;
 mod ingest;
 mod operations;
 mod security;
+mod snapshots;
+mod versions;
