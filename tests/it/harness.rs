@@ -72,7 +72,7 @@ pub fn u(value: &Value) -> u64 {
         .unwrap_or_else(|| panic!("expected a number, got {value}"))
 }
 
-fn bin_dir() -> PathBuf {
+pub(crate) fn bin_dir() -> PathBuf {
     std::env::var_os("ETL_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
@@ -81,6 +81,11 @@ fn bin_dir() -> PathBuf {
 fn base_database_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/catalog_etl".to_owned())
+}
+
+/// The local Postgres' `postgres` database, for administration.
+pub(crate) fn admin_database_url() -> String {
+    with_database(&base_database_url(), "postgres")
 }
 
 fn with_database(url: &str, database: &str) -> String {

@@ -1,9 +1,11 @@
 //! Integration tests: one binary, run against the local stack started by `make up`.
 
+mod config;
 mod faults;
 mod harness;
 mod ingest;
 mod operations;
 mod security;
 mod snapshots;
+mod tls;
 mod versions;
