@@ -11,9 +11,13 @@ MAKEFLAGS += --no-print-directory
 deps:
 	bash scripts/stack.sh deps
 
-up:
+# One build serves everything: the binaries, the tests and the benchmark share one profile and
+# one feature set (`--all-targets`), so `make test` and `make bench` compile nothing more.
+build: deps
+	cargo build --release --workspace --all-targets
+
+up: build
 	bash scripts/stack.sh up
-	cargo build --release -p client --bin etlctl
 	eval "$$(bash scripts/stack.sh env)" && target/release/etlctl migrate
 
 down:
@@ -25,16 +29,14 @@ status:
 env:
 	@bash scripts/stack.sh env
 
-build: deps
-	cargo build --release --workspace --bins
-demo: up build
+demo: up
 	bash scripts/demo.sh
 test: up
 	bash scripts/test.sh
 test-faults: up
 	bash scripts/test.sh faults
-bench: up build
+bench: up
 	bash scripts/bench.sh
 # About 1 GB of CSV (1,450,000 rows of ~740 bytes): worker peak RSS with default settings.
-bench-big: up build
+bench-big: up
 	BENCH_ROWS=$${BENCH_ROWS:-1450000} bash scripts/bench.sh

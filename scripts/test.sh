@@ -2,11 +2,11 @@
 # Runs the tests against the local stack (`make up`):
 #   scripts/test.sh          every test: unit and end-to-end tests, then the fault-injection tests
 #   scripts/test.sh faults   the fault-injection tests only (`make test-faults`)
-# One build profile (release) serves tests, demo and bench, so a fresh machine builds once.
+# `make build` compiled everything once (release, `--all-targets`); the same profile and
+# feature set here means cargo finds every artifact fresh and compiles nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash scripts/stack.sh env)"
-cargo build --release --workspace --bins
 export ETL_BIN_DIR="$PWD/target/release"
 
 # The fault tests stop and restart shared services (Postgres, ClickHouse, Garage): they run

@@ -382,7 +382,8 @@ impl PgStore {
             etag: job.get("etag"),
         };
         let newest: bool = sqlx::query_scalar(
-            "SELECT (s.snapshot_modified_at, s.snapshot_key, s.snapshot_etag) = ($2, $3, $4)
+            "SELECT coalesce((s.snapshot_modified_at, s.snapshot_key, s.snapshot_etag)
+                             = ($2, $3, $4), false)
                     AND NOT EXISTS (
                         SELECT 1 FROM etl_jobs k
                         WHERE k.source = $1 AND k.status = 'completed' AND NOT k.dry_run
@@ -404,20 +405,20 @@ impl PgStore {
                 rows: Vec::new(),
             }));
         }
-        // Listed items the object does not mention and no newer object wrote.
-        let candidates = "FROM catalog_items c
+        // Listed items the object does not mention and no newer object wrote. EXCEPT is a
+        // hashed set difference: one pass over each side, whatever the planner estimates for
+        // the unnested mentions.
+        let candidates = "SELECT c.sku FROM catalog_items c
              WHERE c.source = $1 AND c.delisted_at IS NULL
                AND (c.version_modified_at, c.version_key, c.version_etag) <= ($3, $4, $5)
-               AND NOT EXISTS (SELECT 1 FROM mentioned m WHERE m.sku = c.sku)";
-        let mentioned = "WITH mentioned AS (
-                 SELECT unnest(skus) AS sku FROM etl_chunks WHERE job_id = $2
-                 UNION
-                 SELECT unnest(invalid_skus) FROM etl_chunks WHERE job_id = $2)";
+             EXCEPT
+             SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2
+             EXCEPT
+             SELECT unnest(invalid_skus) FROM etl_chunks WHERE job_id = $2";
         let counts = sqlx::query(&format!(
-            "{mentioned}
-             SELECT (SELECT count(*) FROM catalog_items WHERE source = $1
+            "SELECT (SELECT count(*) FROM catalog_items WHERE source = $1
                      AND delisted_at IS NULL) AS listed,
-                    (SELECT count(*) {candidates}) AS would"
+                    (SELECT count(*) FROM ({candidates}) AS candidates) AS would"
         ))
         .bind(&source)
         .bind(id)
@@ -443,15 +444,14 @@ impl PgStore {
             }));
         }
         let rows = sqlx::query(&format!(
-            "{mentioned}
-             UPDATE catalog_items AS u SET delisted_at = now(), delisted_by_job_id = $2,
+            "UPDATE catalog_items AS u SET delisted_at = now(), delisted_by_job_id = $2,
                     relisted_by_job_id = NULL,
                     version_modified_at = $3, version_key = $4, version_etag = $5,
                     version_row = 0, revision = nextval('catalog_revision'),
                     digest = catalog_digest(u.sku, u.price, u.currency, u.availability, $3, $4,
                                             $5, 0),
                     updated_at = now()
-             WHERE u.source = $1 AND u.sku IN (SELECT c.sku {candidates})
+             WHERE u.source = $1 AND u.sku IN ({candidates})
              RETURNING {CATALOG_COLUMNS}"
         ))
         .bind(&source)
