@@ -341,6 +341,16 @@ up_postgres() {
     wait_until 10 pg_can_login \
       || die "postgres: still cannot connect as postgres@$HOST:$PG_PORT without a password"
   fi
+  # Debian's default shared_buffers (128 MB) is smaller than a 200,000-item catalog and its
+  # index: every lookup of the next day's unchanged items then went to the kernel's page
+  # cache (measured: the next-day pipeline took 9.4 s with 128 MB, 7.6 s with 1 GB). A
+  # production server is sized for its data; so is this one. Takes a restart, once.
+  if [ "$(pg_psql -tAc "SELECT setting::bigint * 8192 >= 1073741824 FROM pg_settings WHERE name = 'shared_buffers'")" != t ]; then
+    log "postgres: shared_buffers = 1GB (restarting the cluster once)"
+    pg_psql -c "ALTER SYSTEM SET shared_buffers = '1GB'" >&2
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$(pg_version)" main restart -m fast >&2 9>&-
+    wait_until "$WAIT_SECS" pg_ready || die "postgres: not ready after the restart"
+  fi
   if [ "$(pg_psql -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != 1 ]; then
     log "postgres: creating database $DB_NAME"
     pg_psql -c "CREATE DATABASE $DB_NAME" >&2

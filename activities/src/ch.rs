@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use clickhouse::{Client, Row};
-use rust_decimal::{Decimal, prelude::ToPrimitive};
+use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use crate::{
     config::Config,
     contract::Availability,
     error::EtlError,
+    item_hash::price_micros,
     model::CatalogSide,
     pg::{CatalogItemRow, ObjectVersion},
 };
@@ -35,10 +36,6 @@ const MIGRATIONS: &[(&str, &str)] = &[
 /// The oldest ClickHouse the worker runs against: `ReplacingMergeTree(version, is_deleted)`,
 /// `insert_deduplication_token` on non-replicated tables and typed RowBinary all need it.
 pub const MIN_VERSION: (u32, u32) = (23, 8);
-
-/// Prices are stored as `Decimal(18, 6)`: RowBinary carries them as the integer count of
-/// millionths. Prices are below 10,000,000 by contract, so this never overflows.
-const PRICE_SCALE: u32 = 6;
 
 /// A `FINAL` read of one source never waits for a merge, and is bounded in time.
 const QUERY_TIMEOUT_SECS: &str = "600";
@@ -111,14 +108,6 @@ pub struct WrittenRow<'a> {
     pub row: &'a ValidRow,
     pub revision: i64,
     pub digest: &'a str,
-}
-
-fn scaled_price(price: Option<Decimal>) -> Option<i64> {
-    price.and_then(|p| {
-        let mut scaled = p.round_dp(PRICE_SCALE);
-        scaled.rescale(PRICE_SCALE);
-        i64::try_from(scaled.mantissa()).ok()
-    })
 }
 
 fn attributes_json<T: Serialize>(attributes: &T) -> String {
@@ -250,7 +239,7 @@ impl ChStore {
                     row_number: row.row_number,
                     sku: &item.sku,
                     object_key: &observed.version.key,
-                    price: scaled_price(item.price),
+                    price: price_micros(item.price),
                     currency: &item.currency,
                     availability: item.availability.map(Availability::as_str).unwrap_or(""),
                     in_stock: u8::from(item.availability == Some(Availability::InStock)),
@@ -287,7 +276,7 @@ impl ChStore {
                     row_number: 0,
                     sku: &row.sku,
                     object_key: &observed.version.key,
-                    price: scaled_price(row.price),
+                    price: price_micros(row.price),
                     currency: &row.currency,
                     availability: "delisted",
                     in_stock: 0,
@@ -324,7 +313,7 @@ impl ChStore {
                     brand: item.brand.as_deref(),
                     category: item.category.as_deref(),
                     description: item.description.as_deref(),
-                    price: scaled_price(item.price),
+                    price: price_micros(item.price),
                     currency: &item.currency,
                     weight_grams: item.weight_grams.and_then(|w| w.to_f64()),
                     availability: item.availability.map(Availability::as_str),
@@ -372,7 +361,7 @@ impl ChStore {
                     brand: row.brand.as_deref(),
                     category: row.category.as_deref(),
                     description: row.description.as_deref(),
-                    price: scaled_price(row.price),
+                    price: price_micros(row.price),
                     currency: &row.currency,
                     weight_grams: row.weight_grams.and_then(|w| w.to_f64()),
                     availability: row.availability.as_deref(),
@@ -428,8 +417,10 @@ impl ChStore {
         let (listed, checksum, inconsistent) = self
             .client
             .query(&format!(
-                "SELECT count(), toString(sum({CHECKSUM})), countIf(digest != {DIGEST})
-                 FROM catalog_items FINAL WHERE source = ?"
+                "SELECT count(), toString(sum({})), countIf(digest != {})
+                 FROM catalog_items FINAL WHERE source = ?",
+                checksum_expr(),
+                digest_expr()
             ))
             .bind(source)
             .fetch_one::<(u64, String, u64)>()
@@ -461,8 +452,9 @@ impl ChStore {
             .client
             .query(&format!(
                 "SELECT substring(lower(hex(MD5(sku))), 1, 2) AS bucket, count(),
-                        toString(sum({CHECKSUM}))
-                 FROM catalog_items FINAL WHERE source = ? GROUP BY bucket ORDER BY bucket"
+                        toString(sum({}))
+                 FROM catalog_items FINAL WHERE source = ? GROUP BY bucket ORDER BY bucket",
+                checksum_expr()
             ))
             .bind(source)
             .fetch_all::<(String, u64, String)>()
@@ -477,10 +469,11 @@ impl ChStore {
     ) -> Result<Vec<(String, String)>, EtlError> {
         Ok(self
             .client
-            .query(
-                "SELECT sku, digest FROM catalog_items FINAL
+            .query(&format!(
+                "SELECT sku, {} FROM catalog_items FINAL
                  WHERE source = ? AND substring(lower(hex(MD5(sku))), 1, 2) IN ?",
-            )
+                digest_expr()
+            ))
             .bind(source)
             .bind(buckets)
             .fetch_all::<(String, String)>()
@@ -488,30 +481,27 @@ impl ChStore {
     }
 }
 
-/// The first 60 bits of an item's digest, as Postgres' `('x' || substr(digest, 1, 15))
-/// ::bit(60)::bigint` reads them; summed as UInt128 so no sum overflows.
-const CHECKSUM: &str =
-    "toUInt128(bitShiftRight(reinterpretAsUInt64(reverse(unhex(substring(digest, 1, 16)))), 4))";
-
-/// Postgres' `catalog_digest()`, computed from ClickHouse's own columns.
-const DIGEST: &str = "lower(hex(MD5(concat(sku, '\\x1F', \
+/// The text Postgres' `catalog_digest()` hashes, from ClickHouse's own columns (a
+/// `Decimal(18, 6)` is stored as its count of millionths).
+const DIGEST_TEXT: &str = "concat(sku, '\\x1F', \
      ifNull(toString(reinterpretAsInt64(price)), ''), '\\x1F', currency, '\\x1F', \
      ifNull(availability, ''), '\\x1F', toString(toUnixTimestamp64Micro(object_modified_at)), \
-     '\\x1F', object_key, '\\x1F', object_etag, '\\x1F', toString(row_number)))))";
+     '\\x1F', object_key, '\\x1F', object_etag, '\\x1F', toString(row_number))";
+
+/// The digest recomputed from the row's fields.
+fn digest_expr() -> String {
+    format!("lower(hex(MD5({DIGEST_TEXT})))")
+}
+
+/// The first 60 bits of the recomputed digest, as Postgres' `('x' || substr(digest, 1, 15))
+/// ::bit(60)::bigint` reads them; summed as UInt128 so no sum overflows.
+fn checksum_expr() -> String {
+    format!("toUInt128(bitShiftRight(reinterpretAsUInt64(reverse(substring(MD5({DIGEST_TEXT}), 1, 8))), 4))")
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prices_scale_to_millionths() {
-        assert_eq!(
-            scaled_price(Some(Decimal::new(129_900, 2))),
-            Some(1_299_000_000)
-        );
-        assert_eq!(scaled_price(Some(Decimal::new(1_299, 3))), Some(1_299_000));
-        assert_eq!(scaled_price(None), None);
-    }
 
     #[test]
     fn versions_are_compared_by_major_and_minor() {

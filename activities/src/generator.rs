@@ -29,6 +29,53 @@ pub struct GeneratorConfig {
     /// UTF-8), and there are no NUL bytes and no blank lines. The benchmark's "limit" loads the
     /// very file the pipeline ingests, so it needs this.
     pub loadable_by_copy: bool,
+    /// Write the next day's snapshot of the catalog `seed` describes instead of the catalog
+    /// itself.
+    pub next_day: Option<NextDay>,
+}
+
+/// The next day's snapshot of a catalog: most rows repeat byte for byte, some change price and
+/// availability, some are gone, and new items appear at the end (shares per mille of the rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextDay {
+    pub changed_per_mille: u32,
+    pub removed_per_mille: u32,
+    pub added_per_mille: u32,
+}
+
+/// About 3% of a day's rows change, 1% disappear and 1% are new the next day.
+pub const NEXT_DAY: NextDay = NextDay {
+    changed_per_mille: 30,
+    removed_per_mille: 10,
+    added_per_mille: 10,
+};
+
+/// Salts the streams that decide a row's fate the next day, so they are independent of the
+/// streams that generate the row itself.
+const NEXT_DAY_SALT: u64 = 0x5EED_0F_DA7E;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Same,
+    Changed,
+    Removed,
+}
+
+impl Fate {
+    fn draw(cfg: &GeneratorConfig, index: u64) -> Self {
+        let Some(day) = cfg.next_day else {
+            return Self::Same;
+        };
+        let roll = row_rng(cfg.seed ^ NEXT_DAY_SALT, index).below(1_000);
+        let removed = u64::from(day.removed_per_mille);
+        if roll < removed {
+            Self::Removed
+        } else if roll < removed + u64::from(day.changed_per_mille) {
+            Self::Changed
+        } else {
+            Self::Same
+        }
+    }
 }
 
 impl Default for GeneratorConfig {
@@ -42,6 +89,7 @@ impl Default for GeneratorConfig {
             bom: false,
             sku_prefix: "SKU".to_owned(),
             loadable_by_copy: false,
+            next_day: None,
         }
     }
 }
@@ -99,10 +147,72 @@ pub fn write_catalog<W: Write>(cfg: &GeneratorConfig, mut out: W) -> io::Result<
     line.extend_from_slice(eol);
     emit(&mut out, &mut line, &mut stats)?;
 
-    for index in 0..cfg.rows {
+    // The next day's distinct skus are counted exactly: a removed row may be the one a later
+    // duplicate repeats.
+    let mut next_day_skus = cfg.next_day.map(|_| std::collections::HashSet::new());
+    let added = cfg
+        .next_day
+        .map_or(0, |day| cfg.rows * u64::from(day.added_per_mille) / 1_000);
+    if next_day_skus.is_some() {
+        stats.rows_total = 0;
+    }
+    for index in 0..cfg.rows + added {
+        let fate = Fate::draw(cfg, index);
+        if fate == Fate::Removed {
+            continue;
+        }
         let mut rng = row_rng(cfg.seed, index);
-        let fields = match Kind::draw(&mut rng, cfg) {
-            Kind::Invalid => {
+        let kind = Kind::draw(&mut rng, cfg);
+        let product = if index >= cfg.rows {
+            // A new item the next day: its sku follows from its index, after every old one.
+            Some(Product::generate(&mut rng, cfg, index))
+        } else {
+            match kind {
+                Kind::Invalid => None,
+                Kind::Duplicate => match duplicate_target(cfg, index, &mut rng) {
+                    Some(target) => {
+                        let mut product = regenerate_fresh(cfg, target);
+                        let cents = match product.price_cents {
+                            Some(old) => old + 1 + rng.below(10_000),
+                            None => random_cents(&mut rng),
+                        };
+                        product.price = plain_price(cents);
+                        product.availability = (*rng.pick(AVAILABILITY)).to_owned();
+                        Some(product)
+                    }
+                    // Too early in the file for a usable target: the row stands on its own.
+                    None => {
+                        if next_day_skus.is_none() {
+                            stats.distinct_valid_skus += 1;
+                        }
+                        Some(Product::generate(&mut rng, cfg, index))
+                    }
+                },
+                Kind::Fresh => {
+                    if next_day_skus.is_none() {
+                        stats.distinct_valid_skus += 1;
+                    }
+                    Some(Product::generate(&mut rng, cfg, index))
+                }
+            }
+        };
+        if let Some(skus) = &mut next_day_skus {
+            stats.rows_total += 1;
+            if let Some(product) = &product {
+                skus.insert(product.sku.clone());
+            }
+        }
+        let fields = match product {
+            Some(mut product) => {
+                stats.rows_valid += 1;
+                if fate == Fate::Changed {
+                    let mut change = row_rng(cfg.seed ^ NEXT_DAY_SALT ^ 1, index);
+                    product.price = plain_price(random_cents(&mut change));
+                    product.availability = (*change.pick(AVAILABILITY)).to_owned();
+                }
+                product.into_fields()
+            }
+            None => {
                 let defects = if cfg.loadable_by_copy {
                     &Defect::ALL[2..]
                 } else {
@@ -117,31 +227,6 @@ pub fn write_catalog<W: Write>(cfg: &GeneratorConfig, mut out: W) -> io::Result<
                     .or_default() += 1;
                 defect.inject(product, &mut rng)
             }
-            Kind::Duplicate => {
-                stats.rows_valid += 1;
-                match duplicate_target(cfg, index, &mut rng) {
-                    Some(target) => {
-                        let mut product = regenerate_fresh(cfg, target);
-                        let cents = match product.price_cents {
-                            Some(old) => old + 1 + rng.below(10_000),
-                            None => random_cents(&mut rng),
-                        };
-                        product.price = plain_price(cents);
-                        product.availability = (*rng.pick(AVAILABILITY)).to_owned();
-                        product.into_fields()
-                    }
-                    // Too early in the file for a usable target: the row stands on its own.
-                    None => {
-                        stats.distinct_valid_skus += 1;
-                        Product::generate(&mut rng, cfg, index).into_fields()
-                    }
-                }
-            }
-            Kind::Fresh => {
-                stats.rows_valid += 1;
-                stats.distinct_valid_skus += 1;
-                Product::generate(&mut rng, cfg, index).into_fields()
-            }
         };
         for (column, field) in fields.iter().enumerate() {
             if column > 0 {
@@ -154,6 +239,9 @@ pub fn write_catalog<W: Write>(cfg: &GeneratorConfig, mut out: W) -> io::Result<
             line.extend_from_slice(eol);
         }
         emit(&mut out, &mut line, &mut stats)?;
+    }
+    if let Some(skus) = next_day_skus {
+        stats.distinct_valid_skus = skus.len() as u64;
     }
     out.flush()?;
     Ok(stats)
@@ -843,6 +931,30 @@ mod tests {
         (out, stats)
     }
 
+    /// The next day's file: its own counts are exact, and it is mostly the first day's rows.
+    #[test]
+    fn the_next_day_repeats_most_rows_and_counts_exactly() {
+        let day1 = GeneratorConfig {
+            rows: 5_000,
+            seed: 9,
+            ..GeneratorConfig::default()
+        };
+        let day2 = GeneratorConfig {
+            next_day: Some(NEXT_DAY),
+            ..day1.clone()
+        };
+        let (first, _) = generate(&day1);
+        let (second, stats) = generate(&day2);
+        assert_eq!(validate(&second), stats);
+        let lines = |bytes: &[u8]| -> HashSet<Vec<u8>> {
+            bytes.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
+        };
+        let (old, new) = (lines(&first), lines(&second));
+        let kept = new.intersection(&old).count() as f64 / new.len() as f64;
+        assert!((0.9..0.99).contains(&kept), "{kept}");
+        assert!(stats.rows_total > 4_900 && stats.rows_total < 5_100, "{stats:?}");
+    }
+
     /// Validates `bytes` the way the pipeline does and returns what it saw.
     fn validate(bytes: &[u8]) -> GeneratedStats {
         let mut reader = csv::ReaderBuilder::new()
@@ -892,6 +1004,7 @@ mod tests {
                 bom: true,
                 sku_prefix: "cotopaxi/2026.05_".to_owned(),
                 loadable_by_copy: false,
+                next_day: None,
             },
             GeneratorConfig {
                 rows: 500,

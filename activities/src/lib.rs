@@ -475,10 +475,14 @@ impl EtlActivities {
         if !facts.dry_run {
             let version_id =
                 object_version_id(&facts.bucket, &facts.version.key, &facts.version.etag);
-            let (observations, skus) = self
-                .ch
-                .version_counts(&facts.source, &facts.version, version_id)
-                .await?;
+            let (counted, missing, stale) = tokio::try_join!(
+                self.ch
+                    .version_counts(&facts.source, &facts.version, version_id),
+                self.pg
+                    .job_items_missing_from_catalog(&facts.source, job_id),
+                self.pg.snapshot_newer_than(&facts.source, &facts.version),
+            )?;
+            let (observations, skus) = counted;
             if observations != totals.rows_valid {
                 mismatches.push(format!(
                     "ClickHouse has {observations} observations of the object, {} valid rows \
@@ -492,11 +496,7 @@ impl EtlActivities {
                     totals.items
                 ));
             }
-            let in_catalog = self.pg.job_items_in_catalog(&facts.source, job_id).await?;
-            let stale = self
-                .pg
-                .snapshot_newer_than(&facts.source, &facts.version)
-                .await?;
+            let in_catalog = totals.items.saturating_sub(missing);
             if !stale && in_catalog != totals.items {
                 mismatches.push(format!(
                     "{in_catalog} of the object's {} items are in Postgres' catalog",

@@ -76,8 +76,7 @@ pub async fn compare_catalog(
     if !activity.busy_jobs.is_empty() {
         return Err(busy(activity.busy_jobs));
     }
-    let postgres = pg.catalog_side(source).await?;
-    let clickhouse = ch.catalog_side(source).await?;
+    let (postgres, clickhouse) = tokio::try_join!(pg.catalog_side(source), ch.catalog_side(source))?;
     // A job that started meanwhile may have changed one store before the other was read.
     let activity = pg.source_activity(source, job_id).await?;
     if !activity.busy_jobs.is_empty() {
@@ -233,7 +232,11 @@ impl EtlActivities {
                 .snapshot_newer_than(&facts.source, &facts.version)
                 .await?;
             if !stale {
-                postgres.items = Some(self.pg.job_items_in_catalog(&facts.source, job_id).await?);
+                let missing = self
+                    .pg
+                    .job_items_missing_from_catalog(&facts.source, job_id)
+                    .await?;
+                postgres.items = Some(totals.items.saturating_sub(missing));
             }
             let version_id =
                 object_version_id(&facts.bucket, &facts.version.key, &facts.version.etag);

@@ -1,12 +1,23 @@
 //! `etl-bench`: the pipeline's speed against the physical limit of this machine, side by side,
-//! on the same generated file, in one run (`make bench`).
+//! on the same generated files, in one run (`make bench`). Two scenarios:
+//!
+//! - first day: a source's catalog ingested into empty tables;
+//! - next day: the next day's snapshot of the same catalog (about 3% of rows changed, 1%
+//!   removed, 1% new), ingested after the first day's.
 //!
 //! limit    = `COPY ... FROM STDIN (FORMAT csv)` into an unlogged, unindexed Postgres table,
 //!            together with one `INSERT ... FORMAT CSVWithNames` into a plain MergeTree table
-//!            (both loads run at once, as the pipeline writes both stores at once)
-//! pipeline = `etlctl ingest --wait` of the same object into fresh tables, with a real worker
+//!            (both loads run at once, as the pipeline writes both stores at once), of the very
+//!            file the pipeline ingests in that scenario
+//! pipeline = `etlctl ingest --wait` of that file, with a real worker
+//!
+//! Each scenario also reports the CPU seconds every service spent during the pipeline (from
+//! `/proc`), and Postgres' time per statement (from its log, with `log_min_duration_statement
+//! = 0` on the bench database).
 
 use std::{
+    collections::BTreeMap,
+    io::{Read, Seek, SeekFrom},
     path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
     time::{Duration, Instant},
@@ -15,7 +26,7 @@ use std::{
 use activities::{
     config::{Config, Needs},
     error::error_chain,
-    generator::{COLUMNS, GeneratedStats, GeneratorConfig, write_catalog},
+    generator::{COLUMNS, GeneratedStats, GeneratorConfig, NEXT_DAY, write_catalog},
     s3::ObjectStore,
 };
 use anyhow::{Context, bail, ensure};
@@ -33,7 +44,7 @@ const BENCH_DATABASE: &str = "catalog_etl_bench";
     about = "Pipeline throughput against the load limit of this machine"
 )]
 struct Args {
-    /// Data rows in the generated catalog.
+    /// Data rows in the first day's catalog.
     #[arg(long, default_value_t = 200_000)]
     rows: u64,
     #[arg(long, default_value_t = 2026)]
@@ -44,12 +55,18 @@ struct Args {
     /// Passed to `etlctl ingest` (default: etlctl's own default).
     #[arg(long)]
     parallel: Option<u32>,
+    /// Only the first day (no next-day scenario).
+    #[arg(long)]
+    first_day_only: bool,
     /// Where the figures go as JSON.
     #[arg(long, default_value = "target/bench/latest.json")]
     out: PathBuf,
     /// Directory holding `etl-worker` and `etlctl`.
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
+    /// The Postgres server log that `log_min_duration_statement` writes to.
+    #[arg(long, default_value = "/var/log/postgresql/postgresql-15-main.log")]
+    postgres_log: PathBuf,
 }
 
 #[derive(Serialize)]
@@ -71,14 +88,22 @@ impl Throughput {
 }
 
 #[derive(Serialize)]
-struct Report {
+struct Statement {
+    statement: String,
+    calls: u64,
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct Scenario {
+    name: &'static str,
     rows: u64,
     bytes: u64,
     rows_valid: u64,
     rows_invalid: u64,
+    items: u64,
+    items_delisted: u64,
     chunks: u64,
-    chunk_bytes: Option<u64>,
-    parallel: Option<u32>,
     limit: Throughput,
     limit_postgres_copy: Throughput,
     limit_clickhouse_insert: Throughput,
@@ -90,11 +115,20 @@ struct Report {
     plan_seconds: f64,
     /// Sum over chunks of the time inside the chunk activity (first start to ClickHouse done).
     chunk_activity_seconds: f64,
-    /// Per chunk: wall time of the chunk phase times lanes, minus time inside activities,
-    /// divided by chunks: what Temporal scheduling and dispatch cost each chunk.
-    orchestration_overhead_per_chunk_ms: f64,
-    /// Job wall time minus plan and chunk phases: aggregate, reconcile, finalize, start-up.
+    /// Job wall time minus plan and chunk phases: aggregate, reconcile, delisting, catalog
+    /// comparison, finalize, start-up.
     tail_seconds: f64,
+    /// CPU seconds per service during the pipeline.
+    cpu_seconds: BTreeMap<String, f64>,
+    /// Postgres time per statement during the pipeline (summed over sessions), largest first.
+    postgres_statements: Vec<Statement>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    chunk_bytes: Option<u64>,
+    parallel: Option<u32>,
+    scenarios: Vec<Scenario>,
 }
 
 #[tokio::main]
@@ -108,46 +142,98 @@ async fn main() -> ExitCode {
     }
 }
 
+/// What one scenario ingests.
+struct Day {
+    name: &'static str,
+    file: PathBuf,
+    key: String,
+    stats: GeneratedStats,
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     activities::tls::install_crypto_provider();
     let base = Config::from_env(Needs::ALL)?;
     let work_dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&work_dir)?;
-
-    let file = work_dir.join(format!("catalog-{}-{}.csv", args.rows, args.seed));
-    eprintln!("generating {} rows into {}", args.rows, file.display());
-    let stats = generate(&args, &file)?;
-    let key = format!("bench/{}", file.file_name().unwrap().to_string_lossy());
     let s3 = ObjectStore::new(&base)?;
     s3.ensure_bucket("catalog").await?;
-    s3.put_path("catalog", &key, &file).await?;
+
+    let mut days = Vec::new();
+    for (name, next_day) in [("first day", None), ("next day", Some(NEXT_DAY))] {
+        if next_day.is_some() && args.first_day_only {
+            break;
+        }
+        let tag = if next_day.is_some() { "day2" } else { "day1" };
+        let file = work_dir.join(format!("catalog-{}-{}-{tag}.csv", args.rows, args.seed));
+        eprintln!("generating the {name}'s catalog into {}", file.display());
+        let config = GeneratorConfig {
+            rows: args.rows,
+            seed: args.seed,
+            loadable_by_copy: true,
+            next_day,
+            ..GeneratorConfig::default()
+        };
+        let stats = write_catalog(&config, std::io::BufWriter::new(std::fs::File::create(&file)?))?;
+        let key = format!("bench/{}", file.file_name().unwrap().to_string_lossy());
+        s3.put_path("catalog", &key, &file).await?;
+        days.push(Day {
+            name,
+            file,
+            key,
+            stats,
+        });
+    }
 
     let database_url = fresh_postgres(&base).await?;
     let ch = fresh_clickhouse(&base).await?;
-
-    eprintln!("limit: COPY into Postgres and INSERT into ClickHouse at once");
-    let started = Instant::now();
-    let (pg_elapsed, ch_elapsed) = tokio::try_join!(
-        copy_into_postgres(&database_url, &file),
-        insert_into_clickhouse(&ch, &file)
-    )?;
-    let limit_elapsed = started.elapsed();
-
-    eprintln!("pipeline: etlctl ingest --wait");
-    let mut env = vec![
+    let env = vec![
         ("DATABASE_URL".to_owned(), database_url.clone()),
         ("CLICKHOUSE_DATABASE".to_owned(), BENCH_DATABASE.to_owned()),
         (
             "ETL_TASK_QUEUE".to_owned(),
             format!("bench-{}", std::process::id()),
         ),
+        ("ETL_METRICS_ADDR".to_owned(), String::new()),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
     ];
-    env.push(("RUST_LOG".to_owned(), "warn".to_owned()));
-    let mut worker = start_worker(&args.bin_dir, &env, &work_dir)?;
-    let uri = format!("s3://catalog/{key}");
+    let mut scenarios = Vec::new();
+    for day in &days {
+        scenarios.push(measure(&args, &database_url, &ch, &env, &work_dir, day).await?);
+    }
+    print_report(&scenarios);
+    let report = Report {
+        chunk_bytes: args.chunk_bytes,
+        parallel: args.parallel,
+        scenarios,
+    };
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
+    eprintln!("written to {}", args.out.display());
+    Ok(())
+}
+
+async fn measure(
+    args: &Args,
+    database_url: &str,
+    ch: &clickhouse::Client,
+    env: &[(String, String)],
+    work_dir: &Path,
+    day: &Day,
+) -> anyhow::Result<Scenario> {
+    let stats = &day.stats;
+    eprintln!("{}: the limit (COPY into Postgres and INSERT into ClickHouse at once)", day.name);
+    truncate_limit_tables(database_url, ch).await?;
+    let started = Instant::now();
+    let (pg_elapsed, ch_elapsed) = tokio::try_join!(
+        copy_into_postgres(database_url, &day.file),
+        insert_into_clickhouse(ch, &day.file)
+    )?;
+    let limit_elapsed = started.elapsed();
+
+    eprintln!("{}: the pipeline (etlctl ingest --wait)", day.name);
+    let mut worker = start_worker(&args.bin_dir, env, work_dir)?;
     let mut ingest = vec![
         "ingest".to_owned(),
-        uri,
+        format!("s3://catalog/{}", day.key),
         "--source".into(),
         "bench".into(),
         "--wait".into(),
@@ -159,6 +245,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(parallel) = args.parallel {
         ingest.extend(["--parallel".to_owned(), parallel.to_string()]);
     }
+    let log_start = std::fs::metadata(&args.postgres_log).map(|m| m.len()).ok();
+    let cpu_before = cpu_by_service();
     let started = Instant::now();
     let output = Command::new(args.bin_dir.join("etlctl"))
         .args(&ingest)
@@ -166,6 +254,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .output()
         .context("running etlctl")?;
     let pipeline_elapsed = started.elapsed();
+    let cpu_after = cpu_by_service();
     let peak_rss_kib = peak_rss_kib(worker.id())?;
     worker.kill().ok();
     worker.wait().ok();
@@ -186,23 +275,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
             && summary["reconciliation"]["ok"] == true,
         "the ingest's counts differ from the generator's: {summary}"
     );
-
     let job_id = summary["job_id"].as_str().unwrap_or_default().to_owned();
-    let timing = chunk_timing(&database_url, &job_id).await?;
-    let parallel = f64::from(
-        args.parallel
-            .unwrap_or(activities::model::DEFAULT_MAX_PARALLEL_CHUNKS),
-    );
+    let timing = chunk_timing(database_url, &job_id).await?;
+    let cpu_seconds = cpu_after
+        .iter()
+        .map(|(service, after)| {
+            let before = cpu_before.get(service).copied().unwrap_or(0.0);
+            (service.clone(), after - before)
+        })
+        .filter(|(_, seconds)| *seconds > 0.005)
+        .collect();
+    let postgres_statements = match log_start {
+        Some(start) => statement_times(&args.postgres_log, start)?,
+        None => Vec::new(),
+    };
     let limit = Throughput::new(limit_elapsed, stats.rows_total, stats.bytes);
     let pipeline = Throughput::new(pipeline_elapsed, stats.rows_total, stats.bytes);
-    let report = Report {
+    Ok(Scenario {
+        name: day.name,
         rows: stats.rows_total,
         bytes: stats.bytes,
         rows_valid: stats.rows_valid,
         rows_invalid: stats.rows_invalid,
+        items: stats.distinct_valid_skus,
+        items_delisted: summary["items_delisted"].as_u64().unwrap_or(0),
         chunks: timing.chunks,
-        chunk_bytes: args.chunk_bytes,
-        parallel: args.parallel,
         ratio: pipeline.rows_per_sec / limit.rows_per_sec,
         limit,
         limit_postgres_copy: Throughput::new(pg_elapsed, stats.rows_total, stats.bytes),
@@ -211,35 +308,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         worker_peak_rss_mib: peak_rss_kib as f64 / 1024.0,
         plan_seconds: timing.plan_seconds,
         chunk_activity_seconds: timing.activity_seconds,
-        orchestration_overhead_per_chunk_ms: if timing.chunks == 0 {
-            0.0
-        } else {
-            ((timing.chunk_phase_seconds * parallel.min(timing.chunks as f64)
-                - timing.activity_seconds)
-                / timing.chunks as f64
-                * 1000.0)
-                .max(0.0)
-        },
         tail_seconds: (pipeline_elapsed.as_secs_f64()
             - timing.plan_seconds
             - timing.chunk_phase_seconds)
             .max(0.0),
-    };
-    print_report(&report);
-    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
-    eprintln!("written to {}", args.out.display());
-    Ok(())
-}
-
-fn generate(args: &Args, file: &Path) -> anyhow::Result<GeneratedStats> {
-    let config = GeneratorConfig {
-        rows: args.rows,
-        seed: args.seed,
-        loadable_by_copy: true,
-        ..GeneratorConfig::default()
-    };
-    let out = std::io::BufWriter::new(std::fs::File::create(file)?);
-    Ok(write_catalog(&config, out)?)
+        cpu_seconds,
+        postgres_statements,
+    })
 }
 
 fn database_url_for(base: &Config, database: &str) -> anyhow::Result<String> {
@@ -261,6 +336,13 @@ async fn fresh_postgres(base: &Config) -> anyhow::Result<String> {
     sqlx::query(&format!("CREATE DATABASE {BENCH_DATABASE}"))
         .execute(&mut admin)
         .await?;
+    // Every statement's duration in the server log: Postgres' time per statement. Without
+    // its parameters: turning a chunk's arrays into log text would cost more than the work.
+    for setting in ["log_min_duration_statement = 0", "log_parameter_max_length = 0"] {
+        sqlx::query(&format!("ALTER DATABASE {BENCH_DATABASE} SET {setting}"))
+            .execute(&mut admin)
+            .await?;
+    }
     let url = database_url_for(base, BENCH_DATABASE)?;
     let mut conn = PgConnection::connect(&url).await?;
     let columns: Vec<String> = COLUMNS.iter().map(|c| format!("{c} text")).collect();
@@ -297,6 +379,13 @@ async fn fresh_clickhouse(base: &Config) -> anyhow::Result<clickhouse::Client> {
         .execute()
         .await?;
     Ok(client)
+}
+
+async fn truncate_limit_tables(url: &str, ch: &clickhouse::Client) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(url).await?;
+    sqlx::query("TRUNCATE limit_rows").execute(&mut conn).await?;
+    ch.query("TRUNCATE TABLE limit_rows").execute().await?;
+    Ok(())
 }
 
 async fn copy_into_postgres(url: &str, file: &Path) -> anyhow::Result<Duration> {
@@ -382,6 +471,97 @@ fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmHWM in /proc status")
 }
 
+/// CPU seconds (user + system) of every running process, by service.
+fn cpu_by_service() -> BTreeMap<String, f64> {
+    let ticks = 100.0; // USER_HZ on Linux
+    let mut by_service = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return by_service;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let (Ok(stat), Ok(cmdline)) = (
+            std::fs::read_to_string(path.join("stat")),
+            std::fs::read(path.join("cmdline")),
+        ) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let service = if cmdline.contains("etl-worker") {
+            "worker"
+        } else if cmdline.contains("serve.py") || cmdline.contains("clickhouse") {
+            "clickhouse"
+        } else if cmdline.starts_with("postgres: ") && !cmdline.contains("(") {
+            // Autovacuum, checkpointer, WAL writer: not a client's session.
+            "postgres (background)"
+        } else if cmdline.starts_with("postgres") || cmdline.contains("/postgres") {
+            "postgres"
+        } else if cmdline.contains("temporal") {
+            "temporal"
+        } else if cmdline.contains("garage") {
+            "garage"
+        } else if cmdline.contains("etlctl") {
+            "etlctl"
+        } else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces): utime and stime are the
+        // 12th and 13th of them.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (Some(utime), Some(stime)) = (
+            fields.get(11).and_then(|v| v.parse::<f64>().ok()),
+            fields.get(12).and_then(|v| v.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        *by_service.entry(service.to_owned()).or_insert(0.0) += (utime + stime) / ticks;
+    }
+    by_service
+}
+
+/// Postgres' time per statement from the server log written since `start`, by the
+/// statement's first words (parameters are not in the text, so calls group).
+fn statement_times(log: &Path, start: u64) -> anyhow::Result<Vec<Statement>> {
+    let mut file = std::fs::File::open(log)?;
+    file.seek(SeekFrom::Start(start))?;
+    let mut text = String::new();
+    file.take(512 << 20).read_to_string(&mut text)?;
+    let mut by_statement: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((_, rest)) = line.split_once("duration: ") else {
+            continue;
+        };
+        let Some((ms, statement)) = rest.split_once(" ms") else {
+            continue;
+        };
+        let Ok(ms) = ms.trim().parse::<f64>() else {
+            continue;
+        };
+        // "  execute s12: INSERT INTO ..." / "  statement: COMMIT" / "  bind ...": the text
+        // after the first colon, squeezed, first 60 characters.
+        let text = statement.split_once(':').map_or(statement, |(_, t)| t);
+        let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let key: String = text.chars().take(60).collect();
+        let entry = by_statement.entry(key).or_insert((0, 0.0));
+        entry.0 += 1;
+        entry.1 += ms / 1000.0;
+    }
+    let mut statements: Vec<Statement> = by_statement
+        .into_iter()
+        .map(|(statement, (calls, seconds))| Statement {
+            statement,
+            calls,
+            seconds,
+        })
+        .collect();
+    statements.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    statements.truncate(10);
+    Ok(statements)
+}
+
 struct ChunkTiming {
     chunks: u64,
     plan_seconds: f64,
@@ -411,42 +591,59 @@ async fn chunk_timing(url: &str, job_id: &str) -> anyhow::Result<ChunkTiming> {
     })
 }
 
-fn print_report(r: &Report) {
+fn print_report(scenarios: &[Scenario]) {
     println!();
-    println!(
-        "rows {}  bytes {} ({:.1} MB)  valid {}  invalid {}  chunks {}",
-        r.rows,
-        r.bytes,
-        r.bytes as f64 / 1e6,
-        r.rows_valid,
-        r.rows_invalid,
-        r.chunks
-    );
-    println!("{:<28} {:>9} {:>12} {:>9}", "", "seconds", "rows/s", "MB/s");
-    for (name, t) in [
-        ("limit (PG COPY + CH INSERT)", &r.limit),
-        ("  Postgres COPY alone", &r.limit_postgres_copy),
-        ("  ClickHouse INSERT alone", &r.limit_clickhouse_insert),
-        ("pipeline (etlctl ingest)", &r.pipeline),
-    ] {
-        println!(
-            "{name:<28} {:>9.2} {:>12.0} {:>9.1}",
-            t.seconds, t.rows_per_sec, t.mb_per_sec
-        );
+    print!("{:<34}", "");
+    for s in scenarios {
+        print!(" {:>22}", s.name);
     }
-    println!("ratio pipeline/limit        {:.2}", r.ratio);
-    println!(
-        "worker peak RSS             {:.1} MiB",
-        r.worker_peak_rss_mib
-    );
-    println!("plan                        {:.2} s", r.plan_seconds);
-    println!(
-        "chunk activities (sum)      {:.2} s",
-        r.chunk_activity_seconds
-    );
-    println!(
-        "orchestration per chunk     {:.1} ms",
-        r.orchestration_overhead_per_chunk_ms
-    );
-    println!("aggregate/reconcile/finish  {:.2} s", r.tail_seconds);
+    println!();
+    let row = |label: &str, value: &dyn Fn(&Scenario) -> String| {
+        print!("{label:<34}");
+        for s in scenarios {
+            print!(" {:>22}", value(s));
+        }
+        println!();
+    };
+    row("rows (valid / invalid)", &|s| {
+        format!("{} ({}/{})", s.rows, s.rows_valid, s.rows_invalid)
+    });
+    row("bytes", &|s| format!("{:.1} MB", s.bytes as f64 / 1e6));
+    row("chunks", &|s| s.chunks.to_string());
+    row("items (delisted)", &|s| format!("{} ({})", s.items, s.items_delisted));
+    row("limit (PG COPY + CH INSERT)", &|s| {
+        format!("{:.2} s {:.0}/s", s.limit.seconds, s.limit.rows_per_sec)
+    });
+    row("  Postgres COPY alone", &|s| {
+        format!("{:.2} s", s.limit_postgres_copy.seconds)
+    });
+    row("  ClickHouse INSERT alone", &|s| {
+        format!("{:.2} s", s.limit_clickhouse_insert.seconds)
+    });
+    row("pipeline (etlctl ingest --wait)", &|s| {
+        format!("{:.2} s {:.0}/s", s.pipeline.seconds, s.pipeline.rows_per_sec)
+    });
+    row("RATIO pipeline / limit", &|s| format!("{:.2}", s.ratio));
+    row("worker peak RSS", &|s| format!("{:.1} MiB", s.worker_peak_rss_mib));
+    row("plan", &|s| format!("{:.2} s", s.plan_seconds));
+    row("chunk activities (sum)", &|s| {
+        format!("{:.2} s", s.chunk_activity_seconds)
+    });
+    row("after the chunks", &|s| format!("{:.2} s", s.tail_seconds));
+    let services: std::collections::BTreeSet<&String> =
+        scenarios.iter().flat_map(|s| s.cpu_seconds.keys()).collect();
+    for service in services {
+        row(&format!("CPU s: {service}"), &|s| {
+            format!("{:.2}", s.cpu_seconds.get(service).copied().unwrap_or(0.0))
+        });
+    }
+    for s in scenarios {
+        println!("\nPostgres time per statement, {}:", s.name);
+        for statement in &s.postgres_statements {
+            println!(
+                "  {:>8.2} s {:>6} calls  {}",
+                statement.seconds, statement.calls, statement.statement
+            );
+        }
+    }
 }

@@ -5,18 +5,24 @@
 //! row's lock is held, so revisions order a row's writes as Postgres committed them and
 //! ClickHouse's copy (ReplacingMergeTree on the revision) converges on the same row.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{ObjectVersion, PgStore, chunks::WrittenItem, parse_job_id};
+use super::{
+    ObjectVersion, PgStore,
+    chunks::{CatalogWrite, WrittenItem},
+    parse_job_id,
+};
 use crate::{
-    chunk::ParsedChunk,
+    chunk::{ParsedChunk, ValidRow},
     contract::FieldError,
     error::EtlError,
-    item_hash::content_hash,
+    item_hash::{catalog_digest, content_hash},
     model::{CatalogSide, DelistOutcome},
 };
 
@@ -79,16 +85,20 @@ fn catalog_row(row: &sqlx::postgres::PgRow) -> CatalogItemRow {
     }
 }
 
-/// Whether a newer full snapshot than `version` has registered for the source. Locks the
+/// How the job's chunks may write the catalog, from the source's newest snapshot. Locks the
 /// source's row FOR SHARE for the rest of the transaction, so a registration waits for it.
-pub(super) async fn snapshot_is_newer(
+pub(super) async fn write_mode(
     tx: &mut Transaction<'_, Postgres>,
     source: &str,
     version: &ObjectVersion,
-) -> Result<bool, EtlError> {
-    let newer: Option<bool> = sqlx::query_scalar(
-        "SELECT snapshot_modified_at IS NOT NULL
-                AND (snapshot_modified_at, snapshot_key, snapshot_etag) > ($2, $3, $4)
+) -> Result<CatalogWrite, EtlError> {
+    let order: Option<i32> = sqlx::query_scalar(
+        "SELECT CASE WHEN snapshot_modified_at IS NULL THEN -1
+                     WHEN (snapshot_modified_at, snapshot_key, snapshot_etag) < ($2, $3, $4)
+                         THEN -1
+                     WHEN (snapshot_modified_at, snapshot_key, snapshot_etag) = ($2, $3, $4)
+                         THEN 0
+                     ELSE 1 END
          FROM catalog_sources WHERE source = $1 FOR SHARE",
     )
     .bind(source)
@@ -97,45 +107,102 @@ pub(super) async fn snapshot_is_newer(
     .bind(&version.etag)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(newer.unwrap_or(false))
+    Ok(match order.unwrap_or(-1) {
+        1 => CatalogWrite::Nothing,
+        0 => CatalogWrite::Snapshot,
+        _ => CatalogWrite::Forward,
+    })
 }
 
-/// Upserts the chunk's latest row of each sku, in one statement from typed arrays. A row is
-/// written only if it is new, changed (content hash) or delisted, and only forward: a lower
-/// version (an earlier row, an older object) never overwrites a higher one.
+/// A PostgreSQL array literal (`{"a","b"}`), parsed by the upsert with `::text[]`: Postgres
+/// arrays of arrays must be rectangular, and image lists are not.
+fn text_array_literal(values: &[String]) -> String {
+    let mut literal = String::with_capacity(2 + values.iter().map(|v| v.len() + 3).sum::<usize>());
+    literal.push('{');
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            literal.push(',');
+        }
+        literal.push('"');
+        for c in value.chars() {
+            if c == '"' || c == '\\' {
+                literal.push('\\');
+            }
+            literal.push(c);
+        }
+        literal.push('"');
+    }
+    literal.push('}');
+    literal
+}
+
+/// The skus among `rows` whose stored item differs (or is missing, or delisted): a snapshot
+/// sends the full rows of these only.
+async fn changed_skus(
+    tx: &mut Transaction<'_, Postgres>,
+    source: &str,
+    rows: &[(&ValidRow, [u8; 16])],
+) -> Result<HashSet<String>, EtlError> {
+    let skus: Vec<&str> = rows.iter().map(|(row, _)| row.item.sku.as_str()).collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|(_, hash)| hash.as_slice()).collect();
+    let changed: Vec<String> = sqlx::query_scalar(
+        "SELECT s.sku FROM unnest($2::text[], $3::bytea[]) AS s(sku, content_hash)
+         WHERE NOT EXISTS (SELECT 1 FROM catalog_items e
+                           WHERE e.source = $1 AND e.sku = s.sku
+                             AND e.content_hash = s.content_hash AND e.delisted_at IS NULL)",
+    )
+    .bind(source)
+    .bind(&skus)
+    .bind(&hashes)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(changed.into_iter().collect())
+}
+
+/// Upserts the chunk's latest row of each sku, in one statement from typed arrays, only
+/// forward: a lower version (an earlier row, an older object) never overwrites a higher one.
+/// A snapshot writes only new, changed or delisted items; any other object moves every row it
+/// carries to its version.
 pub(super) async fn upsert_items(
     tx: &mut Transaction<'_, Postgres>,
+    mode: CatalogWrite,
     job_id: uuid::Uuid,
     source: &str,
     version: &ObjectVersion,
     parsed: &ParsedChunk,
 ) -> Result<Vec<WrittenItem>, EtlError> {
-    let latest = parsed.latest_per_sku();
+    if mode == CatalogWrite::Nothing {
+        return Ok(Vec::new());
+    }
+    let mut latest: Vec<(&ValidRow, [u8; 16])> = parsed
+        .latest_per_sku()
+        .into_iter()
+        .map(|row| (row, content_hash(&row.item)))
+        .collect();
+    if mode == CatalogWrite::Snapshot && !latest.is_empty() {
+        let changed = changed_skus(tx, source, &latest).await?;
+        latest.retain(|(row, _)| changed.contains(&row.item.sku));
+    }
     if latest.is_empty() {
         return Ok(Vec::new());
     }
     let n = latest.len();
-    let (mut sku, mut name, mut brand, mut category, mut description) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut price, mut currency, mut weight, mut availability, mut url) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut images, mut attributes, mut row_number, mut hash) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for row in &latest {
+    let mut sku = Vec::with_capacity(n);
+    let mut name = Vec::with_capacity(n);
+    let mut brand = Vec::with_capacity(n);
+    let mut category = Vec::with_capacity(n);
+    let mut description = Vec::with_capacity(n);
+    let mut price = Vec::with_capacity(n);
+    let mut currency = Vec::with_capacity(n);
+    let mut weight = Vec::with_capacity(n);
+    let mut availability = Vec::with_capacity(n);
+    let mut url = Vec::with_capacity(n);
+    let mut images = Vec::with_capacity(n);
+    let mut attributes = Vec::with_capacity(n);
+    let mut row_number = Vec::with_capacity(n);
+    let mut hash = Vec::with_capacity(n);
+    let mut digest = Vec::with_capacity(n);
+    for (row, content) in &latest {
         let item = &row.item;
         sku.push(item.sku.as_str());
         name.push(item.name.as_str());
@@ -147,37 +214,39 @@ pub(super) async fn upsert_items(
         weight.push(item.weight_grams);
         availability.push(item.availability.map(|a| a.as_str()));
         url.push(item.product_url.as_str());
-        images.push(item.image_urls.clone());
-        attributes.push(serde_json::to_value(&item.attributes).unwrap_or_else(|_| json!({})));
+        images.push(text_array_literal(&item.image_urls));
+        attributes.push(serde_json::to_string(&item.attributes).unwrap_or_else(|_| "{}".into()));
         row_number.push(row.row_number as i64);
-        hash.push(content_hash(item).to_vec());
+        hash.push(content.as_slice());
+        digest.push(catalog_digest(
+            &item.sku,
+            item.price,
+            &item.currency,
+            item.availability.map(|a| a.as_str()),
+            version.modified_at,
+            &version.key,
+            &version.etag,
+            row.row_number as i64,
+        ));
     }
-    // Arrays of arrays must be rectangular in Postgres; image lists go as JSON instead.
-    let images = sqlx::types::Json(images);
+    // A snapshot leaves an unchanged row alone even when it reaches the conflict (another
+    // chunk of the same object wrote it meanwhile); any other object moves it forward.
+    let unchanged_stays = mode == CatalogWrite::Snapshot;
     let rows = sqlx::query(
-        "WITH s AS (
-             SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                                  $11::numeric[], $12::text[], $13::numeric[], $14::text[],
-                                  $15::text[], $16::jsonb[], $17::bigint[], $18::bytea[])
-                 WITH ORDINALITY
-                 AS s(sku, name, brand, category, description, price, currency, weight_grams,
-                      availability, product_url, attributes, row_number, content_hash, ord)
-         )
-         INSERT INTO catalog_items AS c (source, sku, name, brand, category, description,
+        "INSERT INTO catalog_items AS c (source, sku, name, brand, category, description,
                 price, currency, weight_grams, availability, product_url, image_urls,
                 attributes, version_modified_at, version_key, version_etag, version_row,
                 content_hash, digest, first_job_id, last_job_id, revision)
          SELECT $1, s.sku, s.name, s.brand, s.category, s.description, s.price, s.currency,
-                s.weight_grams, s.availability, s.product_url,
-                ARRAY(SELECT jsonb_array_elements_text($19::jsonb -> (s.ord::int - 1))),
-                s.attributes, $2, $3, $4, s.row_number, s.content_hash,
-                catalog_digest(s.sku, s.price, s.currency, s.availability, $2, $3, $4,
-                               s.row_number),
+                s.weight_grams, s.availability, s.product_url, s.images::text[],
+                s.attributes::jsonb, $2, $3, $4, s.row_number, s.content_hash, s.digest,
                 $5, $5, nextval('catalog_revision')
-         FROM s
-         WHERE NOT EXISTS (SELECT 1 FROM catalog_items e
-                           WHERE e.source = $1 AND e.sku = s.sku
-                             AND e.content_hash = s.content_hash AND e.delisted_at IS NULL)
+         FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                     $11::numeric[], $12::text[], $13::numeric[], $14::text[], $15::text[],
+                     $16::text[], $17::text[], $18::bigint[], $19::bytea[], $20::text[])
+              AS s(sku, name, brand, category, description, price, currency, weight_grams,
+                   availability, product_url, images, attributes, row_number, content_hash,
+                   digest)
          ORDER BY s.sku
          ON CONFLICT (source, sku) DO UPDATE SET
                 name = EXCLUDED.name, brand = EXCLUDED.brand, category = EXCLUDED.category,
@@ -196,7 +265,7 @@ pub(super) async fn upsert_items(
          WHERE (c.version_modified_at, c.version_key, c.version_etag, c.version_row)
                < (EXCLUDED.version_modified_at, EXCLUDED.version_key, EXCLUDED.version_etag,
                   EXCLUDED.version_row)
-           AND (c.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+           AND (NOT $21 OR c.content_hash IS DISTINCT FROM EXCLUDED.content_hash
                 OR c.delisted_at IS NOT NULL)
          RETURNING c.sku, c.revision, c.digest, c.relisted_by_job_id IS NOT NULL AS relisted",
     )
@@ -215,10 +284,12 @@ pub(super) async fn upsert_items(
     .bind(&weight)
     .bind(&availability)
     .bind(&url)
+    .bind(&images)
     .bind(&attributes)
     .bind(&row_number)
     .bind(&hash)
-    .bind(&images)
+    .bind(&digest)
+    .bind(unchanged_stays)
     .fetch_all(&mut **tx)
     .await?;
     // Sorted by sku like every other copy of catalog rows: a repeated copy is the same block.
@@ -350,7 +421,8 @@ impl PgStore {
         let mut tx = self.pool().begin().await?;
         let job = sqlx::query(
             "SELECT source, dry_run, partial, allow_mass_delist, last_modified, object_key, etag,
-                    delisted_at IS NOT NULL AS done, items_delisted, delist_refused
+                    catalog_was_empty, delisted_at IS NOT NULL AS done, items_delisted,
+                    delist_refused
              FROM etl_jobs WHERE id = $1",
         )
         .bind(id)
@@ -397,11 +469,15 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let eligible = newest && !job.get::<bool, _>("dry_run") && !job.get::<bool, _>("partial");
-        if !eligible {
+        // The first snapshot of a source: every listed item is its own, or a newer object's.
+        if !eligible || job.get::<bool, _>("catalog_was_empty") {
             return Ok(DelistStep::Open(Delisting {
                 tx,
                 job_id: id,
-                outcome: DelistOutcome::default(),
+                outcome: DelistOutcome {
+                    eligible,
+                    ..DelistOutcome::default()
+                },
                 rows: Vec::new(),
             }));
         }
@@ -415,16 +491,23 @@ impl PgStore {
              SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2
              EXCEPT
              SELECT unnest(invalid_skus) FROM etl_chunks WHERE job_id = $2";
-        let counts = sqlx::query(&format!(
-            "SELECT (SELECT count(*) FROM catalog_items WHERE source = $1
-                     AND delisted_at IS NULL) AS listed,
-                    (SELECT count(*) FROM ({candidates}) AS candidates) AS would"
+        // The set difference once, kept for the guard's count and the update.
+        sqlx::query(&format!(
+            "CREATE TEMP TABLE delist_candidates (candidate) ON COMMIT DROP AS {candidates}"
         ))
         .bind(&source)
         .bind(id)
         .bind(version.modified_at)
         .bind(&version.key)
         .bind(&version.etag)
+        .execute(&mut *tx)
+        .await?;
+        let counts = sqlx::query(
+            "SELECT (SELECT count(*) FROM catalog_items WHERE source = $1
+                     AND delisted_at IS NULL) AS listed,
+                    (SELECT count(*) FROM delist_candidates) AS would",
+        )
+        .bind(&source)
         .fetch_one(&mut *tx)
         .await?;
         let listed = counts.get::<i64, _>("listed") as u64;
@@ -451,7 +534,8 @@ impl PgStore {
                     digest = catalog_digest(u.sku, u.price, u.currency, u.availability, $3, $4,
                                             $5, 0),
                     updated_at = now()
-             WHERE u.source = $1 AND u.sku IN ({candidates})
+             FROM delist_candidates d
+             WHERE u.source = $1 AND u.sku = d.candidate
              RETURNING {CATALOG_COLUMNS}"
         ))
         .bind(&source)
@@ -535,12 +619,18 @@ impl PgStore {
         Ok(rows.iter().map(catalog_row).collect())
     }
 
-    /// Of `job_id`'s distinct valid skus, how many are in the source's catalog.
-    pub async fn job_items_in_catalog(&self, source: &str, job_id: &str) -> Result<u64, EtlError> {
+    /// How many of `job_id`'s distinct valid skus are missing from the source's catalog (a hashed
+    /// set difference: one pass over each side).
+    pub async fn job_items_missing_from_catalog(
+        &self,
+        source: &str,
+        job_id: &str,
+    ) -> Result<u64, EtlError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM catalog_items c
-             WHERE c.source = $1 AND c.sku IN (
-                 SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2)",
+            "SELECT count(*) FROM (
+                 SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2
+                 EXCEPT
+                 SELECT sku FROM catalog_items WHERE source = $1) AS missing",
         )
         .bind(source)
         .bind(parse_job_id(job_id)?)
@@ -549,19 +639,23 @@ impl PgStore {
         Ok(n as u64)
     }
 
-    /// Postgres' side of the catalog comparison, computed in the database: listed and delisted
-    /// counts, the checksum of the listed items' recorded digests, and how many listed items no
-    /// longer match their digest.
+    /// Postgres' side of the catalog comparison, computed in the database in one pass: listed
+    /// and delisted counts, the checksum of the listed items' digests recomputed from their
+    /// fields, and how many listed items no longer match the digest recorded when they were
+    /// written.
     pub async fn catalog_side(&self, source: &str) -> Result<CatalogSide, EtlError> {
         let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE delisted_at IS NULL) AS listed,
-                    count(*) FILTER (WHERE delisted_at IS NOT NULL) AS delisted,
-                    coalesce(sum(('x' || substr(digest, 1, 15))::bit(60)::bigint)
-                             FILTER (WHERE delisted_at IS NULL), 0)::text AS checksum,
-                    count(*) FILTER (WHERE delisted_at IS NULL AND digest IS DISTINCT FROM
-                        catalog_digest(sku, price, currency, availability, version_modified_at,
-                                       version_key, version_etag, version_row)) AS inconsistent
-             FROM catalog_items WHERE source = $1",
+            "SELECT count(*) FILTER (WHERE listed) AS listed,
+                    count(*) FILTER (WHERE NOT listed) AS delisted,
+                    coalesce(sum(('x' || substr(computed, 1, 15))::bit(60)::bigint)
+                             FILTER (WHERE listed), 0)::text AS checksum,
+                    count(*) FILTER (WHERE listed AND digest IS DISTINCT FROM computed)
+                        AS inconsistent
+             FROM (SELECT delisted_at IS NULL AS listed, digest,
+                          catalog_digest(sku, price, currency, availability,
+                                         version_modified_at, version_key, version_etag,
+                                         version_row) AS computed
+                   FROM catalog_items WHERE source = $1) AS items",
         )
         .bind(source)
         .fetch_one(self.pool())
@@ -582,7 +676,9 @@ impl PgStore {
     ) -> Result<Vec<(String, u64, String)>, EtlError> {
         let rows = sqlx::query(
             "SELECT substr(md5(sku), 1, 2) AS bucket, count(*) AS items,
-                    sum(('x' || substr(digest, 1, 15))::bit(60)::bigint)::text AS checksum
+                    sum(('x' || substr(catalog_digest(sku, price, currency, availability,
+                        version_modified_at, version_key, version_etag, version_row), 1, 15))
+                        ::bit(60)::bigint)::text AS checksum
              FROM catalog_items WHERE source = $1 AND delisted_at IS NULL
              GROUP BY 1 ORDER BY 1",
         )
@@ -601,14 +697,16 @@ impl PgStore {
             .collect())
     }
 
-    /// (sku, digest) of the listed items of some buckets.
+    /// (sku, digest recomputed from its fields) of the listed items of some buckets.
     pub async fn catalog_digests(
         &self,
         source: &str,
         buckets: &[String],
     ) -> Result<Vec<(String, String)>, EtlError> {
         let rows = sqlx::query(
-            "SELECT sku, coalesce(digest, '') AS digest FROM catalog_items
+            "SELECT sku, catalog_digest(sku, price, currency, availability, version_modified_at,
+                                        version_key, version_etag, version_row) AS digest
+             FROM catalog_items
              WHERE source = $1 AND delisted_at IS NULL AND substr(md5(sku), 1, 2) = ANY($2)",
         )
         .bind(source)

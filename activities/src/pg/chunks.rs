@@ -39,9 +39,22 @@ pub struct ChunkCommit {
     tx: Transaction<'static, Postgres>,
     work_job: uuid::Uuid,
     chunk_index: u32,
-    /// The job's object is older than its source's newest snapshot: it writes history and its
-    /// ledger, never the current catalog.
-    pub stale: bool,
+    pub mode: CatalogWrite,
+}
+
+/// How a chunk may change the current catalog, decided under the source row's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogWrite {
+    /// A dry run, or an object older than its source's newest snapshot: history, invalid rows
+    /// and the ledger only.
+    Nothing,
+    /// The object is its source's newest snapshot: no older object can write the catalog any
+    /// more, so an unchanged item's row is left alone (its version stays older).
+    Snapshot,
+    /// Any other object (partial, or newer than every snapshot): every row moves forward to
+    /// this version, changed or not, so that an older partial object arriving later cannot
+    /// overwrite it.
+    Forward,
 }
 
 /// A catalog row a chunk wrote: what ClickHouse's copy needs besides the parsed item.
@@ -161,26 +174,31 @@ impl PgStore {
                 work.lease
             )));
         }
-        let accepting: bool =
-            sqlx::query_scalar("SELECT accepting_commits FROM etl_jobs WHERE id = $1 FOR SHARE")
-                .bind(work.job_id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let (accepting, catalog_was_empty): (bool, bool) = sqlx::query_as(
+            "SELECT accepting_commits, catalog_was_empty FROM etl_jobs WHERE id = $1 FOR SHARE",
+        )
+        .bind(work.job_id)
+        .fetch_one(&mut *tx)
+        .await?;
         if !accepting {
             return Err(stale_attempt(
                 "the job is sealed (it ended or is ending); nothing more is committed".to_owned(),
             ));
         }
-        let stale = if work.dry_run {
-            false
+        let mode = if work.dry_run {
+            CatalogWrite::Nothing
         } else {
-            catalog::snapshot_is_newer(&mut tx, &work.source, &work.version).await?
+            match catalog::write_mode(&mut tx, &work.source, &work.version).await? {
+                // Every item of the first snapshot is new: nothing to compare first.
+                CatalogWrite::Snapshot if catalog_was_empty => CatalogWrite::Forward,
+                mode => mode,
+            }
         };
         Ok(Begun::Open(ChunkCommit {
             tx,
             work_job: work.job_id,
             chunk_index: work.chunk_index,
-            stale,
+            mode,
         }))
     }
 
@@ -268,18 +286,16 @@ impl PgStore {
 }
 
 impl ChunkCommit {
-    /// Writes the chunk's latest row of each sku to the catalog, leaving unchanged items
-    /// untouched; returns the rows written. Nothing for a stale object.
+    /// Writes the chunk's latest row of each sku to the catalog as `mode` allows; returns the
+    /// rows written.
     pub async fn write_catalog(
         &mut self,
         source: &str,
         version: &ObjectVersion,
         parsed: &ParsedChunk,
     ) -> Result<Vec<WrittenItem>, EtlError> {
-        if self.stale {
-            return Ok(Vec::new());
-        }
-        catalog::upsert_items(&mut self.tx, self.work_job, source, version, parsed).await
+        catalog::upsert_items(&mut self.tx, self.mode, self.work_job, source, version, parsed)
+            .await
     }
 
     pub async fn record_invalid(&mut self, parsed: &ParsedChunk) -> Result<(), EtlError> {

@@ -88,7 +88,7 @@ impl PlanWriter {
     ) -> Result<(), EtlError> {
         sqlx::query(
             "UPDATE etl_jobs SET header_raw = $2, chunks = $3, source_rows = $4,
-                    planned_at = now(), updated_at = now()
+                    planned_at = clock_timestamp(), updated_at = now()
              WHERE id = $1",
         )
         .bind(self.job_id)
@@ -110,6 +110,17 @@ impl PlanWriter {
             .bind(&version.key)
             .bind(&version.etag)
             .bind(self.job_id)
+            .execute(&mut *self.tx)
+            .await?;
+            // Read after the registration, which waited for every chunk of the source in
+            // flight: what is not in the catalog now can only come from newer objects.
+            sqlx::query(
+                "UPDATE etl_jobs SET catalog_was_empty = NOT EXISTS (
+                     SELECT 1 FROM catalog_items WHERE source = $2)
+                 WHERE id = $1",
+            )
+            .bind(self.job_id)
+            .bind(source)
             .execute(&mut *self.tx)
             .await?;
         }
@@ -261,8 +272,8 @@ impl PgStore {
                     coalesce(sum(rows_valid), 0)::bigint AS rows_valid,
                     coalesce(sum(rows_invalid), 0)::bigint AS rows_invalid,
                     coalesce(sum(items_relisted), 0)::bigint AS relisted,
-                    (SELECT count(DISTINCT sku) FROM etl_chunks c, unnest(c.skus) AS sku
-                     WHERE c.job_id = $1) AS items
+                    (SELECT count(*) FROM (SELECT DISTINCT unnest(c.skus) FROM etl_chunks c
+                                           WHERE c.job_id = $1) AS skus) AS items
              FROM etl_chunks WHERE job_id = $1",
         )
         .bind(id)

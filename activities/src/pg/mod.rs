@@ -32,6 +32,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// that froze holding its locks (a zombie) cannot block the retry forever.
 const IDLE_IN_TRANSACTION_TIMEOUT_MS: &str = "600000";
 
+/// Set differences and distinct counts over a job's skus (reconcile, delisting) hash a few
+/// hundred thousand keys: enough memory keeps them out of temporary files.
+const WORK_MEM: &str = "32MB";
+
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
@@ -67,10 +71,13 @@ impl PgStore {
     pub async fn connect(config: &Config) -> Result<Self, EtlError> {
         let options = PgConnectOptions::from_str(config.database_url.expose())?
             .application_name("catalog-etl")
-            .options([(
-                "idle_in_transaction_session_timeout",
-                IDLE_IN_TRANSACTION_TIMEOUT_MS,
-            )]);
+            .options([
+                (
+                    "idle_in_transaction_session_timeout",
+                    IDLE_IN_TRANSACTION_TIMEOUT_MS,
+                ),
+                ("work_mem", WORK_MEM),
+            ]);
         let pool = PgPoolOptions::new()
             .max_connections((config.max_concurrent_activities as u32 + 2).max(4))
             .acquire_timeout(STARTUP_CHECK_TIMEOUT)
