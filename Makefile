@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 MAKEFLAGS += --no-print-directory
 
-.PHONY: deps up down status env build demo test test-faults bench bench-big
+.PHONY: deps up down status env build demo test test-faults bench bench-big screenshots record-histories
 
 deps:
 	bash scripts/stack.sh deps
@@ -18,7 +18,7 @@ build: deps
 
 up: build
 	bash scripts/stack.sh up
-	eval "$$(bash scripts/stack.sh env)" && target/release/etlctl migrate
+	eval "$$(bash scripts/stack.sh env)" && target/release/etlctl migrate && target/release/etlctl setup
 
 down:
 	bash scripts/stack.sh down
@@ -40,3 +40,9 @@ bench: up
 # About 1 GB of CSV (1,450,000 rows of ~740 bytes): worker peak RSS with default settings.
 bench-big: up
 	BENCH_ROWS=$${BENCH_ROWS:-1450000} bash scripts/bench.sh
+# The README's screenshots (docs/*.png), from a real run in headless Chromium and a terminal.
+screenshots: up
+	bash scripts/screenshots.sh
+# Workflow histories for the replay test (tests/histories), recorded from real runs.
+record-histories: up
+	bash scripts/test.sh record-histories

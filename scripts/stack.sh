@@ -261,11 +261,28 @@ cmd_deps() {
   if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     pkgs+=(python3 python3-venv)
   fi
+  # The Web UI test drives Debian's Chromium through playwright-core (npm); `script` gives
+  # the progress-bar test a terminal.
+  command -v chromium >/dev/null 2>&1       || pkgs+=(chromium)
+  command -v npm >/dev/null 2>&1            || pkgs+=(nodejs npm)
+  command -v script >/dev/null 2>&1         || pkgs+=(bsdutils)
   apt_install "${pkgs[@]}"
   install_clickhouse
   install_temporal
   install_garage
-  log "deps ok: protoc, postgres, clickhouse (chdb-core $CHDB_CORE_VERSION), temporal ($(temporal_bin)), garage ($(garage_bin))"
+  cmd_webui_deps
+  log "deps ok: protoc, postgres, clickhouse (chdb-core $CHDB_CORE_VERSION), temporal ($(temporal_bin)), garage ($(garage_bin)), chromium, playwright-core"
+}
+
+# tests/webui's node modules, as its lock file pins them; again only when the lock changed.
+cmd_webui_deps() {
+  local dir="$SCRIPT_DIR/../tests/webui" stamp="$SCRIPT_DIR/../tests/webui/node_modules/.installed-lock"
+  if [ -f "$stamp" ] && cmp -s "$dir/package-lock.json" "$stamp"; then
+    return 0
+  fi
+  log "webui: npm ci (playwright-core, no browser download: Debian's chromium is used)"
+  (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) >&2
+  cp "$dir/package-lock.json" "$stamp"
 }
 
 # ---------------------------------------------------------------- Temporal
@@ -672,12 +689,13 @@ cmd_start() {
 }
 
 usage() {
-  echo "usage: $0 {deps|up|down|status|env|stop SERVICE|start SERVICE|restart SERVICE}" >&2
+  echo "usage: $0 {deps|webui-deps|up|down|status|env|stop SERVICE|start SERVICE|restart SERVICE}" >&2
   exit 2
 }
 
 case "${1:-}" in
   deps)   cmd_deps ;;
+  webui-deps) cmd_webui_deps ;;
   up)     cmd_up ;;
   down)   cmd_down ;;
   status) cmd_status ;;

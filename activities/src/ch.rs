@@ -496,7 +496,9 @@ fn digest_expr() -> String {
 /// The first 60 bits of the recomputed digest, as Postgres' `('x' || substr(digest, 1, 15))
 /// ::bit(60)::bigint` reads them; summed as UInt128 so no sum overflows.
 fn checksum_expr() -> String {
-    format!("toUInt128(bitShiftRight(reinterpretAsUInt64(reverse(substring(MD5({DIGEST_TEXT}), 1, 8))), 4))")
+    format!(
+        "toUInt128(bitShiftRight(reinterpretAsUInt64(reverse(substring(MD5({DIGEST_TEXT}), 1, 8))), 4))"
+    )
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub const NEXT_DAY: NextDay = NextDay {
 
 /// Salts the streams that decide a row's fate the next day, so they are independent of the
 /// streams that generate the row itself.
-const NEXT_DAY_SALT: u64 = 0x5EED_0F_DA7E;
+const NEXT_DAY_SALT: u64 = 0x005E_ED0F_DA7E;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
@@ -952,7 +952,10 @@ mod tests {
         let (old, new) = (lines(&first), lines(&second));
         let kept = new.intersection(&old).count() as f64 / new.len() as f64;
         assert!((0.9..0.99).contains(&kept), "{kept}");
-        assert!(stats.rows_total > 4_900 && stats.rows_total < 5_100, "{stats:?}");
+        assert!(
+            stats.rows_total > 4_900 && stats.rows_total < 5_100,
+            "{stats:?}"
+        );
     }
 
     /// Validates `bytes` the way the pipeline does and returns what it saw.

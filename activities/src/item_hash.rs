@@ -27,6 +27,9 @@ pub fn price_micros(price: Option<Decimal>) -> Option<i64> {
 }
 
 /// The reconcile digest of an item as written from an object version and row.
+// One argument per parameter of Postgres' `catalog_digest()`, in its order: the two must hash
+// the same text, and reading them side by side is how that is checked.
+#[allow(clippy::too_many_arguments)]
 pub fn catalog_digest(
     sku: &str,
     price: Option<Decimal>,
@@ -42,7 +45,9 @@ pub fn catalog_digest(
     let _ = write!(
         text,
         "{sku}\x1f{}\x1f{currency}\x1f{}\x1f{}\x1f{object_key}\x1f{etag}\x1f{row_number}",
-        price_micros(price).map(|p| p.to_string()).unwrap_or_default(),
+        price_micros(price)
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         availability.unwrap_or_default(),
         modified_at.timestamp_micros(),
     );
@@ -120,9 +125,18 @@ mod tests {
 
     #[test]
     fn prices_round_half_away_from_zero_to_millionths() {
-        assert_eq!(price_micros(Some(Decimal::new(129_950, 2))), Some(1_299_500_000));
-        assert_eq!(price_micros(Some(Decimal::new(10_000_005, 7))), Some(1_000_001));
-        assert_eq!(price_micros(Some(Decimal::new(10_000_015, 7))), Some(1_000_002));
+        assert_eq!(
+            price_micros(Some(Decimal::new(129_950, 2))),
+            Some(1_299_500_000)
+        );
+        assert_eq!(
+            price_micros(Some(Decimal::new(10_000_005, 7))),
+            Some(1_000_001)
+        );
+        assert_eq!(
+            price_micros(Some(Decimal::new(10_000_015, 7))),
+            Some(1_000_002)
+        );
         assert_eq!(price_micros(None), None);
     }
 

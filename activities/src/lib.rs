@@ -11,6 +11,7 @@ pub mod contract;
 pub mod error;
 pub mod generator;
 pub mod item_hash;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod pause;
@@ -22,6 +23,7 @@ pub mod sources;
 pub mod temporal;
 pub mod tls;
 pub mod verify;
+pub mod visibility;
 
 use std::{
     collections::HashMap,
@@ -34,16 +36,18 @@ use std::{
 
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument;
 
 use crate::{
     ch::{ChStore, Observed, WrittenRow},
     chunk::{parse_chunk, parse_header},
     config::Config,
     error::EtlError,
+    metrics::{CommittedChunk, Metrics, Phase},
     model::{
-        ChunkOutcome, ChunkTask, DelistOutcome, FinalizeRequest, JobStatus, JobTotals, ObjectMeta,
-        PlanInput, PlanResult, Reconciliation, RetentionBatch, RetentionBatchResult,
-        SourceIngestRequest, SourceListing, object_version_id,
+        ChunkOutcome, ChunkTask, DelistOutcome, FinalizeRequest, JobStatus, JobTotals,
+        MAX_SUMMARY_RANGES, ObjectMeta, PlanInput, PlanResult, Reconciliation, RetentionBatch,
+        RetentionBatchResult, SourceIngestRequest, SourceListing, object_version_id,
     },
     pause::PausePoint,
     pg::{Begun, ChunkWork, DelistStep, ObjectVersion, PgStore},
@@ -88,6 +92,27 @@ pub struct EtlActivities {
     pub pg: PgStore,
     pub ch: ChStore,
     pub s3: ObjectStore,
+    pub metrics: Metrics,
+}
+
+/// Log lines of an activity carry the job (and the chunk, and the source once known).
+fn job_span(job_id: &str) -> tracing::Span {
+    tracing::info_span!(
+        "job",
+        job_id = %job_id,
+        source = tracing::field::Empty,
+        chunk = tracing::field::Empty
+    )
+}
+
+fn chunk_span(task: &ChunkTask) -> tracing::Span {
+    let span = job_span(&task.job_id);
+    span.record("chunk", task.chunk_index);
+    span
+}
+
+fn source_span(source: &str) -> tracing::Span {
+    tracing::info_span!("source", source = %source)
 }
 
 /// A service that failed its start-up check; the message names the service, never a secret.
@@ -130,7 +155,44 @@ impl EtlActivities {
             .await
             .map_err(|e| StartupError::new("ClickHouse migrations", e))?;
         let s3 = ObjectStore::new(config).map_err(|e| StartupError::new("S3 (S3_ENDPOINT)", e))?;
-        Ok(Self { pg, ch, s3 })
+        Ok(Self {
+            pg,
+            ch,
+            s3,
+            metrics: Metrics::new(None),
+        })
+    }
+
+    /// Records the metrics on `metrics` (the worker's Prometheus meter).
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Self { metrics, ..self }
+    }
+
+    /// An activity's body: heartbeats throughout, logs inside `span`, and its error, counted
+    /// by failure type, becomes the Temporal failure.
+    async fn run<T>(
+        &self,
+        ctx: &ActivityContext,
+        span: tracing::Span,
+        work: impl Future<Output = Result<T, EtlError>>,
+    ) -> Result<T, ActivityError> {
+        heartbeating(ctx, work.instrument(span))
+            .await
+            .map_err(|err| {
+                self.metrics.activity_failed(
+                    &ctx.info().activity_type,
+                    err.failure_type(),
+                    err.is_retryable(),
+                );
+                err.into_activity_error()
+            })
+    }
+
+    async fn finalize_job(&self, request: &FinalizeRequest) -> Result<(), EtlError> {
+        if let Some(source) = self.pg.finalize(&request.job_id, &request.outcome).await? {
+            self.metrics.job_finished(&source, request.outcome.status());
+        }
+        Ok(())
     }
 
     async fn plan_job(
@@ -155,6 +217,7 @@ impl EtlActivities {
                     last_modified: String::new(),
                 }),
                 already_finished: true,
+                chunk_ranges: Vec::new(),
             });
         }
         let object = self.s3.head(&request.bucket, &request.key).await?;
@@ -176,6 +239,10 @@ impl EtlActivities {
                 source_rows,
                 object,
                 already_finished: false,
+                chunk_ranges: self
+                    .pg
+                    .chunk_ranges(&request.job_id, MAX_SUMMARY_RANGES)
+                    .await?,
             });
         }
         if object.size == 0 {
@@ -250,6 +317,10 @@ impl EtlActivities {
             source_rows: finished.data_rows,
             object,
             already_finished: false,
+            chunk_ranges: self
+                .pg
+                .chunk_ranges(&request.job_id, MAX_SUMMARY_RANGES)
+                .await?,
         })
     }
 
@@ -258,6 +329,7 @@ impl EtlActivities {
             .pg
             .start_chunk_attempt(&task.job_id, task.chunk_index)
             .await?;
+        tracing::Span::current().record("source", work.source.as_str());
         if let Some(outcome) = work.committed {
             if !work.dry_run && !work.clickhouse_written {
                 self.copy_chunk_to_clickhouse(&work.source, work.job_id, work.chunk_index)
@@ -302,6 +374,7 @@ impl EtlActivities {
             });
         }
         pause::reached(PausePoint::ChunkAfterRead).await;
+        let postgres_started = Instant::now();
         let mut commit = match self.pg.begin_chunk_commit(&work).await {
             Ok(Begun::Open(commit)) => commit,
             Ok(Begun::AlreadyCommitted(outcome)) => {
@@ -327,12 +400,15 @@ impl EtlActivities {
                 .await?
         };
         commit.record_invalid(&parsed).await?;
-        let postgres = started.elapsed() - read - parse;
+        let mut postgres = postgres_started.elapsed();
+        let mut clickhouse = Duration::ZERO;
         if !work.dry_run {
             let observed = observed(&work);
+            let inserting = Instant::now();
             self.ch
                 .insert_observations(&observed, &parsed, &observation_token(&observed, &work))
                 .await?;
+            clickhouse += inserting.elapsed();
         }
         pause::reached(PausePoint::ChunkBeforeCommit).await;
         let outcome = ChunkOutcome {
@@ -341,9 +417,23 @@ impl EtlActivities {
             rows_valid: parsed.valid.len() as u64,
             rows_invalid: parsed.invalid.len() as u64,
         };
+        let committing = Instant::now();
         commit
             .commit(&outcome, &parsed, &written, written.is_empty())
             .await?;
+        postgres += committing.elapsed();
+        self.metrics.chunk_committed(
+            &work.source,
+            CommittedChunk {
+                rows_valid: outcome.rows_valid,
+                rows_invalid: outcome.rows_invalid,
+                bytes: work.byte_end - work.byte_start,
+                relisted: written.iter().filter(|w| w.relisted).count() as u64,
+            },
+        );
+        self.metrics.chunk_phase(Phase::Read, read);
+        self.metrics.chunk_phase(Phase::Parse, parse);
+        self.metrics.chunk_phase(Phase::Postgres, postgres);
         if !written.is_empty() {
             pause::reached(PausePoint::ChunkBeforeClickHouse).await;
             if !self.pg.holds_lease(&work).await? {
@@ -370,9 +460,11 @@ impl EtlActivities {
                     })
                 })
                 .collect();
+            let copying = Instant::now();
             self.ch
                 .insert_written_items(&work.source, &work.version, work.job_id, &rows)
                 .await?;
+            clickhouse += copying.elapsed();
             pause::reached(PausePoint::ChunkBeforeLedger).await;
             if !self.pg.holds_lease(&work).await? {
                 tracing::warn!(
@@ -387,15 +479,16 @@ impl EtlActivities {
                 .mark_clickhouse_written(work.job_id, work.chunk_index)
                 .await?;
         }
+        if !work.dry_run {
+            self.metrics.chunk_phase(Phase::ClickHouse, clickhouse);
+        }
         tracing::info!(
-            job_id = %task.job_id,
-            chunk = task.chunk_index,
             rows = outcome.rows_total,
             written = written.len(),
             read_ms = read.as_millis() as u64,
             parse_ms = parse.as_millis() as u64,
             postgres_ms = postgres.as_millis() as u64,
-            clickhouse_ms = (started.elapsed() - read - parse - postgres).as_millis() as u64,
+            clickhouse_ms = clickhouse.as_millis() as u64,
             "chunk done"
         );
         Ok(outcome)
@@ -551,6 +644,7 @@ impl EtlActivities {
             self.ch.insert_delistings(&observed, &rows, &token).await?;
         }
         let outcome = delisting.commit().await?;
+        self.metrics.items_delisted(&facts.source, outcome.delisted);
         if !rows.is_empty() {
             pause::reached(PausePoint::Delist).await;
             self.ch.insert_catalog_rows(&facts.source, &rows).await?;
@@ -621,9 +715,12 @@ impl EtlActivities {
         ctx: ActivityContext,
         input: PlanInput,
     ) -> Result<PlanResult, ActivityError> {
-        heartbeating(&ctx, self.plan_job(&ctx, &input))
-            .await
-            .map_err(EtlError::into_activity_error)
+        self.run(
+            &ctx,
+            job_span(&input.request.job_id),
+            self.plan_job(&ctx, &input),
+        )
+        .await
     }
 
     /// Read, parse, validate and write one chunk, exactly once in effect.
@@ -633,9 +730,8 @@ impl EtlActivities {
         ctx: ActivityContext,
         task: ChunkTask,
     ) -> Result<ChunkOutcome, ActivityError> {
-        heartbeating(&ctx, self.run_chunk(&task))
+        self.run(&ctx, chunk_span(&task), self.run_chunk(&task))
             .await
-            .map_err(EtlError::into_activity_error)
     }
 
     /// Job totals from the chunk ledger.
@@ -645,9 +741,8 @@ impl EtlActivities {
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<JobTotals, ActivityError> {
-        heartbeating(&ctx, self.job_totals(&job_id))
+        self.run(&ctx, job_span(&job_id), self.job_totals(&job_id))
             .await
-            .map_err(EtlError::into_activity_error)
     }
 
     /// Copies to ClickHouse whatever of the job Postgres has and ClickHouse does not.
@@ -657,9 +752,8 @@ impl EtlActivities {
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<(), ActivityError> {
-        heartbeating(&ctx, self.flush_job(&job_id))
+        self.run(&ctx, job_span(&job_id), self.flush_job(&job_id))
             .await
-            .map_err(EtlError::into_activity_error)
     }
 
     /// Source rows vs ledger vs Postgres vs ClickHouse; stored on the job.
@@ -669,9 +763,8 @@ impl EtlActivities {
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<Reconciliation, ActivityError> {
-        heartbeating(&ctx, self.reconcile_job(&job_id))
+        self.run(&ctx, job_span(&job_id), self.reconcile_job(&job_id))
             .await
-            .map_err(EtlError::into_activity_error)
     }
 
     /// Delists what a completed full snapshot no longer mentions (or records why not).
@@ -681,9 +774,8 @@ impl EtlActivities {
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<DelistOutcome, ActivityError> {
-        heartbeating(&ctx, self.delist_job(&job_id))
+        self.run(&ctx, job_span(&job_id), self.delist_job(&job_id))
             .await
-            .map_err(EtlError::into_activity_error)
     }
 
     /// The source's catalog in Postgres against ClickHouse; added to the job's reconciliation.
@@ -693,9 +785,8 @@ impl EtlActivities {
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<Reconciliation, ActivityError> {
-        heartbeating(&ctx, self.check_catalog(&job_id))
+        self.run(&ctx, job_span(&job_id), self.check_catalog(&job_id))
             .await
-            .map_err(EtlError::into_activity_error)
     }
 
     /// No chunk of the job commits after this.
@@ -705,9 +796,8 @@ impl EtlActivities {
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<(), ActivityError> {
-        heartbeating(&ctx, self.pg.seal(&job_id))
+        self.run(&ctx, job_span(&job_id), self.pg.seal(&job_id))
             .await
-            .map_err(EtlError::into_activity_error)
     }
 
     /// Final status (and error) on the job row.
@@ -717,9 +807,8 @@ impl EtlActivities {
         ctx: ActivityContext,
         request: FinalizeRequest,
     ) -> Result<(), ActivityError> {
-        heartbeating(&ctx, self.pg.finalize(&request.job_id, &request.outcome))
+        self.run(&ctx, job_span(&request.job_id), self.finalize_job(&request))
             .await
-            .map_err(EtlError::into_activity_error)
     }
 
     /// Lists the source's prefix page by page and splits it against the manifest: what this
@@ -730,9 +819,12 @@ impl EtlActivities {
         ctx: ActivityContext,
         request: SourceIngestRequest,
     ) -> Result<SourceListing, ActivityError> {
-        heartbeating(&ctx, sources::list_source(&self.pg, &self.s3, &request))
-            .await
-            .map_err(EtlError::into_activity_error)
+        self.run(
+            &ctx,
+            source_span(&request.source),
+            sources::list_source(&self.pg, &self.s3, &request),
+        )
+        .await
     }
 
     /// Status and error of each job, from the job rows.
@@ -742,9 +834,8 @@ impl EtlActivities {
         ctx: ActivityContext,
         job_ids: Vec<String>,
     ) -> Result<Vec<JobStatus>, ActivityError> {
-        heartbeating(&ctx, self.pg.job_statuses(&job_ids))
+        self.run(&ctx, tracing::Span::none(), self.pg.job_statuses(&job_ids))
             .await
-            .map_err(EtlError::into_activity_error)
     }
 
     /// One bounded DELETE of expired invalid rows.
@@ -754,9 +845,12 @@ impl EtlActivities {
         ctx: ActivityContext,
         batch: RetentionBatch,
     ) -> Result<RetentionBatchResult, ActivityError> {
-        heartbeating(&ctx, self.pg.delete_expired_invalid_rows(&batch))
-            .await
-            .map_err(EtlError::into_activity_error)
+        self.run(
+            &ctx,
+            tracing::Span::none(),
+            self.pg.delete_expired_invalid_rows(&batch),
+        )
+        .await
     }
 
     /// `etlctl reconcile`: recounts a job from the live object and both stores.
@@ -766,8 +860,7 @@ impl EtlActivities {
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<Verification, ActivityError> {
-        heartbeating(&ctx, self.verify_job(&job_id))
+        self.run(&ctx, job_span(&job_id), self.verify_job(&job_id))
             .await
-            .map_err(EtlError::into_activity_error)
     }
 }

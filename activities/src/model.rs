@@ -143,7 +143,14 @@ pub struct PlanResult {
     /// The job row already reached a final status (the same object version was triggered
     /// again after its retention in Temporal ran out): nothing is ingested again.
     pub already_finished: bool,
+    /// Each chunk's byte range `[start, end)` for the activity summaries; empty above
+    /// `MAX_SUMMARY_RANGES` chunks, so the plan's payload stays small.
+    #[serde(default)]
+    pub chunk_ranges: Vec<[u64; 2]>,
 }
+
+/// Plans with more chunks name them by index alone in the Web UI (16 KiB of ranges at most).
+pub const MAX_SUMMARY_RANGES: u32 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkTask {
@@ -239,10 +246,42 @@ pub enum JobOutcome {
     },
 }
 
+impl JobOutcome {
+    /// The job's final `status`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            JobOutcome::Completed => "completed",
+            JobOutcome::Failed { .. } => "failed",
+            JobOutcome::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinalizeRequest {
     pub job_id: String,
     pub outcome: JobOutcome,
+}
+
+/// A source run's progress (its `progress` query): finished objects are summed here, running
+/// ones are named so a watcher can ask them for their own progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceProgress {
+    pub objects_total: u32,
+    pub objects_done: u32,
+    pub bytes_total: u64,
+    /// Bytes of the objects that finished (whatever their outcome).
+    pub bytes_done: u64,
+    pub chunks_done: u64,
+    pub rows_done: u64,
+    pub rows_invalid: u64,
+    pub running: Vec<RunningObject>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningObject {
+    pub workflow_id: String,
+    pub size: u64,
 }
 
 /// What the `progress` query and the Web UI's current details show.

@@ -5,9 +5,14 @@ use std::time::Duration;
 
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, RetryOptions, envconfig::ConfigError,
+    tonic,
+};
+use temporalio_common::protos::temporal::api::{
+    enums::v1::IndexedValueType,
+    operatorservice::v1::{AddSearchAttributesRequest, ListSearchAttributesRequest},
 };
 
-use crate::config::Config;
+use crate::{config::Config, visibility};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemporalConnectError {
@@ -95,4 +100,129 @@ fn describe_connect_error(err: &(impl std::error::Error + 'static)) -> String {
 fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();
     line.chars().take(400).collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchAttributeError {
+    #[error(
+        "Temporal namespace {namespace} lacks the search attributes {missing}: run `etlctl setup` \
+         against it (it registers them; on Temporal Cloud add them in the Cloud UI or with tcld)"
+    )]
+    Missing { namespace: String, missing: String },
+    #[error(
+        "Temporal namespace {namespace} has search attribute {name} as {found}, the project needs \
+         {wanted}: remove it (`temporal operator search-attribute remove --name {name}`) and run \
+         `etlctl setup`"
+    )]
+    WrongType {
+        namespace: String,
+        name: String,
+        found: String,
+        wanted: String,
+    },
+    #[error("Temporal namespace {namespace}: {action} search attributes: {reason}")]
+    Rpc {
+        namespace: String,
+        action: &'static str,
+        reason: String,
+    },
+}
+
+fn type_name(value: i32) -> String {
+    IndexedValueType::try_from(value)
+        .map(|t| {
+            t.as_str_name()
+                .trim_start_matches("INDEXED_VALUE_TYPE_")
+                .to_owned()
+        })
+        .unwrap_or_else(|_| format!("type {value}"))
+}
+
+/// The project's attributes the namespace lacks, after checking the ones it has are of the
+/// right type.
+async fn missing_search_attributes(
+    client: &Client,
+    namespace: &str,
+) -> Result<Vec<(&'static str, IndexedValueType)>, SearchAttributeError> {
+    let listed = client
+        .connection()
+        .operator_service()
+        .list_search_attributes(tonic::Request::new(ListSearchAttributesRequest {
+            namespace: namespace.to_owned(),
+        }))
+        .await
+        .map_err(|status| SearchAttributeError::Rpc {
+            namespace: namespace.to_owned(),
+            action: "listing",
+            reason: status.message().to_owned(),
+        })?
+        .into_inner()
+        .custom_attributes;
+    let mut missing = Vec::new();
+    for (name, wanted) in visibility::registrations() {
+        match listed.get(name) {
+            None => missing.push((name, wanted)),
+            Some(&found) if found != wanted as i32 => {
+                return Err(SearchAttributeError::WrongType {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    found: type_name(found),
+                    wanted: type_name(wanted as i32),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(missing)
+}
+
+/// The worker refuses to start without the attributes: its workflows upsert them, and an
+/// upsert of an unknown attribute fails every workflow task of the job.
+pub async fn check_search_attributes(
+    client: &Client,
+    namespace: &str,
+) -> Result<(), SearchAttributeError> {
+    let missing = missing_search_attributes(client, namespace).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(SearchAttributeError::Missing {
+        namespace: namespace.to_owned(),
+        missing: missing
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// Registers the attributes the namespace lacks (`etlctl setup`); returns their names. Running
+/// it again adds nothing.
+pub async fn register_search_attributes(
+    client: &Client,
+    namespace: &str,
+) -> Result<Vec<&'static str>, SearchAttributeError> {
+    let missing = missing_search_attributes(client, namespace).await?;
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    client
+        .connection()
+        .operator_service()
+        .add_search_attributes(tonic::Request::new(AddSearchAttributesRequest {
+            search_attributes: missing
+                .iter()
+                .map(|(name, kind)| ((*name).to_owned(), *kind as i32))
+                .collect(),
+            namespace: namespace.to_owned(),
+        }))
+        .await
+        .map_err(|status| SearchAttributeError::Rpc {
+            namespace: namespace.to_owned(),
+            action: "registering",
+            reason: status.message().to_owned(),
+        })?;
+    // Registration reaches the visibility store asynchronously on some servers: confirm it.
+    check_search_attributes(client, namespace).await?;
+    Ok(missing.into_iter().map(|(name, _)| name).collect())
 }

@@ -76,7 +76,8 @@ pub async fn compare_catalog(
     if !activity.busy_jobs.is_empty() {
         return Err(busy(activity.busy_jobs));
     }
-    let (postgres, clickhouse) = tokio::try_join!(pg.catalog_side(source), ch.catalog_side(source))?;
+    let (postgres, clickhouse) =
+        tokio::try_join!(pg.catalog_side(source), ch.catalog_side(source))?;
     // A job that started meanwhile may have changed one store before the other was read.
     let activity = pg.source_activity(source, job_id).await?;
     if !activity.busy_jobs.is_empty() {

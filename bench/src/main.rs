@@ -173,7 +173,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             next_day,
             ..GeneratorConfig::default()
         };
-        let stats = write_catalog(&config, std::io::BufWriter::new(std::fs::File::create(&file)?))?;
+        let stats = write_catalog(
+            &config,
+            std::io::BufWriter::new(std::fs::File::create(&file)?),
+        )?;
         let key = format!("bench/{}", file.file_name().unwrap().to_string_lossy());
         s3.put_path("catalog", &key, &file).await?;
         days.push(Day {
@@ -220,7 +223,10 @@ async fn measure(
     day: &Day,
 ) -> anyhow::Result<Scenario> {
     let stats = &day.stats;
-    eprintln!("{}: the limit (COPY into Postgres and INSERT into ClickHouse at once)", day.name);
+    eprintln!(
+        "{}: the limit (COPY into Postgres and INSERT into ClickHouse at once)",
+        day.name
+    );
     truncate_limit_tables(database_url, ch).await?;
     let started = Instant::now();
     let (pg_elapsed, ch_elapsed) = tokio::try_join!(
@@ -338,7 +344,10 @@ async fn fresh_postgres(base: &Config) -> anyhow::Result<String> {
         .await?;
     // Every statement's duration in the server log: Postgres' time per statement. Without
     // its parameters: turning a chunk's arrays into log text would cost more than the work.
-    for setting in ["log_min_duration_statement = 0", "log_parameter_max_length = 0"] {
+    for setting in [
+        "log_min_duration_statement = 0",
+        "log_parameter_max_length = 0",
+    ] {
         sqlx::query(&format!("ALTER DATABASE {BENCH_DATABASE} SET {setting}"))
             .execute(&mut admin)
             .await?;
@@ -383,7 +392,9 @@ async fn fresh_clickhouse(base: &Config) -> anyhow::Result<clickhouse::Client> {
 
 async fn truncate_limit_tables(url: &str, ch: &clickhouse::Client) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(url).await?;
-    sqlx::query("TRUNCATE limit_rows").execute(&mut conn).await?;
+    sqlx::query("TRUNCATE limit_rows")
+        .execute(&mut conn)
+        .await?;
     ch.query("TRUNCATE TABLE limit_rows").execute().await?;
     Ok(())
 }
@@ -610,7 +621,9 @@ fn print_report(scenarios: &[Scenario]) {
     });
     row("bytes", &|s| format!("{:.1} MB", s.bytes as f64 / 1e6));
     row("chunks", &|s| s.chunks.to_string());
-    row("items (delisted)", &|s| format!("{} ({})", s.items, s.items_delisted));
+    row("items (delisted)", &|s| {
+        format!("{} ({})", s.items, s.items_delisted)
+    });
     row("limit (PG COPY + CH INSERT)", &|s| {
         format!("{:.2} s {:.0}/s", s.limit.seconds, s.limit.rows_per_sec)
     });
@@ -621,17 +634,24 @@ fn print_report(scenarios: &[Scenario]) {
         format!("{:.2} s", s.limit_clickhouse_insert.seconds)
     });
     row("pipeline (etlctl ingest --wait)", &|s| {
-        format!("{:.2} s {:.0}/s", s.pipeline.seconds, s.pipeline.rows_per_sec)
+        format!(
+            "{:.2} s {:.0}/s",
+            s.pipeline.seconds, s.pipeline.rows_per_sec
+        )
     });
     row("RATIO pipeline / limit", &|s| format!("{:.2}", s.ratio));
-    row("worker peak RSS", &|s| format!("{:.1} MiB", s.worker_peak_rss_mib));
+    row("worker peak RSS", &|s| {
+        format!("{:.1} MiB", s.worker_peak_rss_mib)
+    });
     row("plan", &|s| format!("{:.2} s", s.plan_seconds));
     row("chunk activities (sum)", &|s| {
         format!("{:.2} s", s.chunk_activity_seconds)
     });
     row("after the chunks", &|s| format!("{:.2} s", s.tail_seconds));
-    let services: std::collections::BTreeSet<&String> =
-        scenarios.iter().flat_map(|s| s.cpu_seconds.keys()).collect();
+    let services: std::collections::BTreeSet<&String> = scenarios
+        .iter()
+        .flat_map(|s| s.cpu_seconds.keys())
+        .collect();
     for service in services {
         row(&format!("CPU s: {service}"), &|s| {
             format!("{:.2}", s.cpu_seconds.get(service).copied().unwrap_or(0.0))

@@ -13,6 +13,7 @@ use activities::{
     s3::ObjectStore,
     temporal::Patience,
     verify::Verification,
+    visibility,
 };
 use anyhow::{Context, bail};
 use clap::Args;
@@ -23,7 +24,10 @@ use temporalio_client::{
 };
 use workflows::Reconcile;
 
-use crate::{check_source, exit_code, print_summary, start_job, wait_for_workflow};
+use crate::{
+    check_source, exit_code, job_runs_ui_link, print_summary, start_failed, start_job,
+    watch::{Watch, wait_for_workflow},
+};
 
 #[derive(Args)]
 pub struct ListArgs {
@@ -51,6 +55,10 @@ pub struct RerunArgs {
     json: bool,
     #[arg(long, default_value_t = DEFAULT_MAX_PARALLEL_CHUNKS, value_parser = clap::value_parser!(u32).range(1..=1000))]
     parallel: u32,
+    /// Let the new job delist more than the mass-delist guard allows: `repair` of a job whose
+    /// delisting the guard refused applies it.
+    #[arg(long)]
+    allow_mass_delist: bool,
 }
 
 pub async fn list(config: &Config, args: ListArgs) -> anyhow::Result<ExitCode> {
@@ -75,7 +83,13 @@ pub async fn list(config: &Config, args: ListArgs) -> anyhow::Result<ExitCode> {
         .await?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{}", serde_json::to_string(&jobs)?)?;
+        let mut entries = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let mut value = serde_json::to_value(job)?;
+            value["web_ui_runs_url"] = json!(job_runs_ui_link(config, &job.job_id));
+            entries.push(value);
+        }
+        writeln!(out, "{}", serde_json::to_string(&entries)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(
@@ -103,6 +117,9 @@ pub async fn list(config: &Config, args: ListArgs) -> anyhow::Result<ExitCode> {
                 .map(|id| format!("  superseded by {id}"))
                 .unwrap_or_default()
         )?;
+        if let Some(link) = job_runs_ui_link(config, &job.job_id) {
+            writeln!(out, "{:<38}{link}", "")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -183,29 +200,41 @@ pub async fn rerun(config: &Config, rerun: Rerun, args: RerunArgs) -> anyhow::Re
             max_parallel_chunks: args.parallel,
             max_record_bytes: origin.max_record_bytes,
             partial: origin.partial,
-            allow_mass_delist: origin.allow_mass_delist,
+            allow_mass_delist: origin.allow_mass_delist || args.allow_mass_delist,
             ..IngestOptions::default()
         },
     };
-    let summary = start_job(config, &pg, &request, &workflow_id, &object, args.wait).await?;
+    let wait = args.wait.then(|| Watch::Ingest.progress(args.json));
+    let summary = start_job(config, &pg, &request, &workflow_id, &object, wait).await?;
     print_summary(config, &summary, args.json)?;
     Ok(exit_code(&summary))
 }
 
 /// Runs the `Reconcile` workflow (a worker recounts and stores the verification on the job).
 pub async fn reconcile(config: &Config, job_id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let pg = PgStore::connect(config).await.context("Postgres")?;
+    let job = pg.job_summary(job_id).await?;
     let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
     let workflow_id = format!("reconcile-{job_id}");
     let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.clone())
         .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
-        .static_summary(format!("reconcile job {job_id}"))
+        .search_attributes(visibility::reconcile_start_attributes(&job))
+        .static_summary(format!(
+            "recount job {job_id}: {} s3://{}/{}",
+            job.source, job.object.bucket, job.object.key
+        ))
+        .static_details(format!(
+            "- **Job** `{job_id}` ({})\n- **ETag** `{}`\n- Reads the object again and counts \
+             its rows in the ledger, Postgres and ClickHouse",
+            job.status, job.object.etag
+        ))
         .build();
     client
         .start_workflow(Reconcile::run, job_id.to_owned(), options)
         .await
-        .with_context(|| format!("starting workflow {workflow_id}"))?;
-    wait_for_workflow(config, &workflow_id).await;
+        .map_err(|err| start_failed(err, &workflow_id))?;
+    wait_for_workflow(config, &workflow_id, Watch::Quiet).await;
     let verification: Verification = client
         .get_workflow_handle::<Reconcile>(workflow_id.clone())
         .get_result(WorkflowGetResultOptions::default())
@@ -305,7 +334,7 @@ pub async fn cancel(
     if wait {
         // The workflow lets chunks in flight finish, then marks the job; its own outcome is
         // `cancelled`, which is what we asked for.
-        wait_for_workflow(config, &summary.workflow_id).await;
+        wait_for_workflow(config, &summary.workflow_id, Watch::Quiet).await;
     }
     let summary = pg.job_summary(job_id).await?;
     if json {

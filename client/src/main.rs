@@ -2,7 +2,7 @@
 //! shell or cron; its `--json` output is an interface for their scripts. It never writes a
 //! job's state: the workflow owns the job.
 
-use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use activities::{
     config::{Config, Needs},
@@ -13,14 +13,14 @@ use activities::{
     pg::PgStore,
     s3::{ObjectStore, parse_s3_uri},
     temporal::Patience,
+    visibility,
 };
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use temporalio_client::{
-    Client, UntypedWorkflow, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
-    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
-    errors::WorkflowStartError,
+    Client, UntypedWorkflow, WorkflowFetchHistoryOptions, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy, WorkflowStartOptions, errors::WorkflowStartError,
 };
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use workflows::{CatalogIngest, IngestInput};
@@ -29,8 +29,10 @@ mod jobs;
 mod options;
 mod schedules;
 mod sources;
+mod watch;
 
 use options::IngestOptionArgs;
+use watch::{Watch, wait_for_workflow};
 
 #[derive(Parser)]
 #[command(
@@ -87,6 +89,12 @@ enum Command {
     },
     /// Data-quality report of the current catalog, per source.
     Audit(sources::AuditArgs),
+    /// Register the project's search attributes on the Temporal namespace (idempotent; the
+    /// worker refuses to start without them).
+    Setup {
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply Postgres and ClickHouse migrations (idempotent).
     Migrate,
     /// Write a deterministic synthetic catalog CSV, to a file or to S3.
@@ -177,8 +185,13 @@ impl Command {
             Command::IngestSource(_)
             | Command::Schedule { .. }
             | Command::Retention { .. }
-            | Command::Reconcile { .. } => Needs {
+            | Command::Setup { .. } => Needs {
                 temporal: true,
+                ..none
+            },
+            Command::Reconcile { .. } => Needs {
+                temporal: true,
+                postgres: true,
                 ..none
             },
             Command::Cancel { .. } => Needs {
@@ -252,6 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schedule { command } => schedules::run(&config, command).await,
         Command::Retention { command } => sources::retention(&config, command).await,
         Command::Audit(args) => sources::audit(&config, args).await,
+        Command::Setup { json } => setup(&config, json).await,
         Command::Migrate => {
             let pg = PgStore::connect(&config)
                 .await
@@ -278,6 +292,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn setup(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
+    let namespace = config.temporal.namespace();
+    let registered = activities::temporal::register_search_attributes(&client, namespace).await?;
+    let present: Vec<&str> = activities::visibility::registrations()
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !registered.contains(name))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            json!({"namespace": namespace, "registered": registered, "present": present})
+        );
+    } else if registered.is_empty() {
+        println!(
+            "namespace {namespace}: all {} search attributes were registered already",
+            present.len()
+        );
+    } else {
+        println!(
+            "namespace {namespace}: registered {}{}",
+            registered.join(", "),
+            if present.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} present already)", present.len())
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn parse_object_uri(uri: &str) -> anyhow::Result<(String, String)> {
@@ -319,7 +366,8 @@ async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<ExitCode> {
         options: args.options.options(),
     };
     let pg = PgStore::connect(config).await.context("Postgres")?;
-    let summary = start_job(config, &pg, &request, &workflow_id, &object, args.wait).await?;
+    let wait = args.wait.then(|| Watch::Ingest.progress(args.json));
+    let summary = start_job(config, &pg, &request, &workflow_id, &object, wait).await?;
     print_summary(config, &summary, args.json)?;
     Ok(exit_code(&summary))
 }
@@ -332,7 +380,7 @@ pub(crate) async fn start_job(
     request: &IngestRequest,
     workflow_id: &str,
     object: &ObjectMeta,
-    wait: bool,
+    wait: Option<Watch>,
 ) -> anyhow::Result<JobSummary> {
     let existing = match pg.job_summary(&request.job_id).await {
         Ok(summary) => Some(summary),
@@ -347,13 +395,13 @@ pub(crate) async fn start_job(
         }
     }
     let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
-    start_or_attach(config, &client, request, workflow_id).await?;
-    if wait {
-        wait_for_workflow(config, workflow_id).await;
+    start_or_attach(config, &client, request, workflow_id, object).await?;
+    if let Some(watch) = wait {
+        wait_for_workflow(config, workflow_id, watch).await;
     }
     match pg.job_summary(&request.job_id).await {
         Ok(summary) => {
-            if wait && summary.status == "running" {
+            if wait.is_some() && summary.status == "running" {
                 eprintln!(
                     "etlctl: workflow {workflow_id} ended but the job is still `running`: the \
                      workflow was terminated before it could finalize the job (see the Web UI)"
@@ -406,14 +454,14 @@ async fn start_or_attach(
     client: &Client,
     request: &IngestRequest,
     workflow_id: &str,
+    object: &ObjectMeta,
 ) -> anyhow::Result<()> {
     let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.to_owned())
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
-        .static_summary(format!(
-            "{} · s3://{}/{}",
-            request.source, request.bucket, request.key
-        ))
+        .search_attributes(visibility::ingest_start_attributes(request))
+        .static_summary(visibility::ingest_summary(request, object.size))
+        .static_details(visibility::ingest_details(request, object.size))
         .build();
     let input = IngestInput {
         request: request.clone(),
@@ -444,7 +492,20 @@ async fn start_or_attach(
             }
             Ok(())
         }
-        Err(err) => Err(err).with_context(|| format!("starting workflow {workflow_id}")),
+        Err(err) => Err(start_failed(err, workflow_id)),
+    }
+}
+
+/// A start the server refuses for an unknown search attribute says how to fix it.
+pub(crate) fn start_failed(err: WorkflowStartError, workflow_id: &str) -> anyhow::Error {
+    let text = err.to_string();
+    let error = anyhow::Error::from(err).context(format!("starting workflow {workflow_id}"));
+    if text.contains("search attribute") {
+        error.context(
+            "the Temporal namespace lacks the project's search attributes: run `etlctl setup`",
+        )
+    } else {
+        error
     }
 }
 
@@ -469,38 +530,6 @@ async fn running_request(client: &Client, workflow_id: &str) -> anyhow::Result<I
     let input: IngestInput = serde_json::from_slice(&payload.data)
         .with_context(|| format!("workflow {workflow_id} is not an ingest"))?;
     Ok(input.request)
-}
-
-/// Follows a workflow to its end. Losing Temporal (a restart, a network cut) is not an
-/// outcome: the wait reconnects and goes on, for as long as it takes.
-pub(crate) async fn wait_for_workflow(config: &Config, workflow_id: &str) {
-    let mut warned = false;
-    loop {
-        let waited = async {
-            let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
-            let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_owned());
-            match handle.get_result(WorkflowGetResultOptions::default()).await {
-                Ok(_) => Ok(()),
-                // Failed, cancelled, terminated: the job row says what happened.
-                Err(err) if err.is_workflow_outcome() => Ok(()),
-                Err(err) => Err(anyhow::Error::from(err)),
-            }
-        };
-        match waited.await {
-            Ok(()) => return,
-            Err(err) => {
-                if !warned {
-                    eprintln!(
-                        "etlctl: lost Temporal while waiting for {workflow_id} ({}); \
-                         reconnecting until it answers",
-                        activities::error::error_chain(err.as_ref())
-                    );
-                    warned = true;
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    }
 }
 
 /// The summary of a job whose workflow has not created its row yet.
@@ -544,6 +573,12 @@ fn pending_summary(request: &IngestRequest, workflow_id: &str, object: &ObjectMe
     }
 }
 
+/// The Web UI's workflow list filtered to a job: its runs (continued-as-new runs too) and the
+/// `etlctl reconcile` recounts of it.
+pub(crate) fn job_runs_ui_link(config: &Config, job_id: &str) -> Option<String> {
+    config.workflow_list_ui_link(&format!("{} = \"{job_id}\"", visibility::JOB_ID.name()))
+}
+
 pub(crate) fn exit_code(summary: &JobSummary) -> ExitCode {
     match summary.status.as_str() {
         "completed" | "running" => ExitCode::SUCCESS,
@@ -557,10 +592,12 @@ pub(crate) fn print_summary(
     json: bool,
 ) -> anyhow::Result<()> {
     let web_ui = config.workflow_ui_link(&summary.workflow_id);
+    let web_ui_runs = job_runs_ui_link(config, &summary.job_id);
     let mut out = std::io::stdout().lock();
     if json {
         let mut value = serde_json::to_value(summary)?;
         value["web_ui_url"] = json!(web_ui);
+        value["web_ui_runs_url"] = json!(web_ui_runs);
         writeln!(out, "{}", serde_json::to_string(&value)?)?;
         return Ok(());
     }
@@ -669,6 +706,9 @@ pub(crate) fn print_summary(
     writeln!(out, "workflow       {}", summary.workflow_id)?;
     if let Some(web_ui) = &web_ui {
         writeln!(out, "web ui         {web_ui}")?;
+    }
+    if let Some(runs) = &web_ui_runs {
+        writeln!(out, "all runs       {runs}")?;
     }
     if let Some(chunks) = &summary.chunk_details {
         writeln!(

@@ -13,6 +13,7 @@ use activities::{
     pg::PgStore,
     s3::parse_s3_uri,
     temporal::Patience,
+    visibility,
 };
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -22,7 +23,12 @@ use temporalio_client::{
 };
 use workflows::{Retention, SourceIngest};
 
-use crate::{check_source, options::IngestOptionArgs, wait_for_workflow};
+use crate::{
+    check_source,
+    options::IngestOptionArgs,
+    start_failed,
+    watch::{Watch, wait_for_workflow},
+};
 
 /// What a source run needs besides the source and its prefix; shared by `ingest-source` and
 /// `schedule create`.
@@ -94,15 +100,14 @@ pub async fn ingest_source(config: &Config, args: IngestSourceArgs) -> anyhow::R
     let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.clone())
         .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
-        .static_summary(format!(
-            "{} · s3://{}/{}",
-            request.source, request.bucket, request.prefix
-        ))
+        .search_attributes(visibility::source_start_attributes(&request.source))
+        .static_summary(visibility::source_summary(&request))
+        .static_details(visibility::source_details(&request))
         .build();
     client
         .start_workflow(SourceIngest::run, request, options)
         .await
-        .with_context(|| format!("starting workflow {workflow_id}"))?;
+        .map_err(|err| start_failed(err, &workflow_id))?;
     let web_ui = config.workflow_ui_link(&workflow_id);
     if !args.wait {
         if args.json {
@@ -118,7 +123,7 @@ pub async fn ingest_source(config: &Config, args: IngestSourceArgs) -> anyhow::R
         }
         return Ok(ExitCode::SUCCESS);
     }
-    wait_for_workflow(config, &workflow_id).await;
+    wait_for_workflow(config, &workflow_id, Watch::Source.progress(args.json)).await;
     let report = client
         .get_workflow_handle::<SourceIngest>(workflow_id.clone())
         .get_result(WorkflowGetResultOptions::default())
@@ -236,12 +241,20 @@ pub async fn retention(config: &Config, command: RetentionCommand) -> anyhow::Re
     let options = WorkflowStartOptions::new(config.task_queue.clone(), workflow_id.clone())
         .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .static_summary(format!(
+            "retention: delete invalid-row logs older than {} days",
+            request.days
+        ))
+        .static_details(format!(
+            "- **Batches** of {} rows\n- **At most** {} rows this run",
+            request.batch_size, request.max_rows
+        ))
         .build();
     client
         .start_workflow(Retention::run, request, options)
         .await
-        .with_context(|| format!("starting workflow {workflow_id}"))?;
-    wait_for_workflow(config, &workflow_id).await;
+        .map_err(|err| start_failed(err, &workflow_id))?;
+    wait_for_workflow(config, &workflow_id, Watch::Quiet).await;
     let report: RetentionReport = client
         .get_workflow_handle::<Retention>(workflow_id.clone())
         .get_result(WorkflowGetResultOptions::default())

@@ -41,7 +41,10 @@ fn without_configuration_every_missing_variable_is_named() {
     // A command needs only the settings of the services it talks to.
     let (code, output) = bare("etlctl", &["jobs", "list"]);
     assert_eq!(code, 2, "{output}");
-    assert!(output.contains("missing configuration: DATABASE_URL"), "{output}");
+    assert!(
+        output.contains("missing configuration: DATABASE_URL"),
+        "{output}"
+    );
     assert!(!output.contains("CLICKHOUSE_URL"), "{output}");
     let (code, output) = bare("etlctl", &["generate", "--rows", "3"]);
     assert_eq!(code, 0, "generating to stdout needs no service: {output}");
@@ -100,7 +103,10 @@ async fn bad_configuration_fails_at_start_up_without_leaking_secrets() {
         ),
         (&[("ETL_PAUSE_AT", "mid-chunk")], "ETL_PAUSE_AT is invalid"),
         (&[("ETL_LOG_FORMAT", "xml")], "ETL_LOG_FORMAT is invalid"),
-        (&[("ETL_METRICS_ADDR", "nowhere")], "ETL_METRICS_ADDR is invalid"),
+        (
+            &[("ETL_METRICS_ADDR", "nowhere")],
+            "ETL_METRICS_ADDR is invalid",
+        ),
         (
             &[("CLICKHOUSE_CA_FILE", "/no/such/ca.pem")],
             "CLICKHOUSE_CA_FILE is invalid",

@@ -424,6 +424,68 @@ impl TestEnv {
         }
     }
 
+    /// Workflows (every run) matching a visibility query, as the Temporal CLI lists them.
+    pub fn temporal_list(&self, query: &str) -> Vec<Value> {
+        let output = temporal_cli(&["list", "--query", query]);
+        assert!(
+            output.status.success(),
+            "temporal workflow list --query {query}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        match serde_json::from_slice(&output.stdout) {
+            Ok(Value::Array(runs)) => runs,
+            _ => Vec::new(),
+        }
+    }
+
+    /// `temporal workflow describe` of a workflow's latest run.
+    pub fn temporal_describe(&self, workflow_id: &str) -> Value {
+        let output = temporal_cli(&["describe", "--workflow-id", workflow_id]);
+        assert!(
+            output.status.success(),
+            "temporal workflow describe {workflow_id}"
+        );
+        serde_json::from_slice(&output.stdout).expect("describe prints JSON")
+    }
+
+    /// The Prometheus metrics endpoint of the `n`th worker started with
+    /// `ETL_METRICS_ADDR=127.0.0.1:0` (it logs the address it bound).
+    pub fn metrics_url(&self, n: usize) -> String {
+        self.worker_log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains("serving Prometheus metrics"))
+            .filter_map(|line| {
+                let start = line.find("http://")?;
+                let end = line[start..].find("/metrics")? + start + "/metrics".len();
+                Some(line[start..end].to_owned())
+            })
+            .nth(n)
+            .unwrap_or_else(|| panic!("worker {n} serves no metrics:\n{}", self.worker_log()))
+    }
+
+    /// An `etlctl` run on a pseudo-terminal (`script`) as wide as `columns`: what a person at a
+    /// terminal sees, escape sequences included.
+    pub fn etlctl_on_terminal(&self, args: &[&str], columns: u16) -> CtlOutput {
+        let quoted: Vec<String> = std::iter::once(bin_dir().join("etlctl").display().to_string())
+            .chain(args.iter().map(|a| (*a).to_owned()))
+            .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+            .collect();
+        let command = format!("stty cols {columns} rows 40; {}", quoted.join(" "));
+        let output = Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (util-linux)");
+        CtlOutput {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// Runs (including continued-as-new ones) of a workflow id, from the Temporal CLI.
     pub fn temporal_runs(&self, workflow_id: &str) -> usize {
         self.workflow_runs(workflow_id).len()

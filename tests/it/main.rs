@@ -3,7 +3,9 @@
 mod config;
 mod faults;
 mod harness;
+mod histories;
 mod ingest;
+mod observability;
 mod operations;
 mod security;
 mod snapshots;

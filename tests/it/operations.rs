@@ -98,7 +98,11 @@ async fn ingest_source_skips_ingested_versions_and_takes_new_ones() {
     // Nothing new: every version is skipped (counted, not listed one by one).
     let second = run(&env).json();
     assert_eq!(
-        (u(&second["started"]), u(&second["skipped"]), u(&second["listed"])),
+        (
+            u(&second["started"]),
+            u(&second["skipped"]),
+            u(&second["listed"])
+        ),
         (0, 2, 2),
         "{second}"
     );
@@ -452,7 +456,11 @@ async fn reconcile_recounts_and_detects_a_corrupted_count() {
     let broken = env.etlctl(&["reconcile", &job_id, "--json"]);
     assert_eq!(broken.code, 1, "{}", broken.stdout);
     let broken = broken.json();
-    assert_eq!(u(&broken["catalog"]["postgres"]["inconsistent"]), 1, "{broken}");
+    assert_eq!(
+        u(&broken["catalog"]["postgres"]["inconsistent"]),
+        1,
+        "{broken}"
+    );
     assert_eq!(u(&broken["catalog"]["clickhouse"]["inconsistent"]), 0);
     assert_eq!(u(&broken["catalog"]["differing_items"]), 1, "{broken}");
     let deltas = broken["deltas"].to_string();
@@ -475,9 +483,15 @@ async fn reconcile_recounts_and_detects_a_corrupted_count() {
         .unwrap();
     let broken = env.etlctl(&["reconcile", &job_id, "--json"]).json();
     assert_eq!(broken["ok"], false);
-    assert_eq!(u(&broken["catalog"]["clickhouse"]["inconsistent"]), 1, "{broken}");
+    assert_eq!(
+        u(&broken["catalog"]["clickhouse"]["inconsistent"]),
+        1,
+        "{broken}"
+    );
     assert!(
-        broken["deltas"].to_string().contains("ClickHouse: 1 listed item(s)"),
+        broken["deltas"]
+            .to_string()
+            .contains("ClickHouse: 1 listed item(s)"),
         "{broken}"
     );
     env.ch

@@ -28,19 +28,16 @@ async fn listed(env: &TestEnv) -> (i64, u64) {
 
 /// Skus delisted in Postgres, sorted.
 async fn delisted_skus(env: &TestEnv) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT sku FROM catalog_items WHERE delisted_at IS NOT NULL ORDER BY sku",
-    )
-    .fetch_all(&env.pg)
-    .await
-    .unwrap()
+    sqlx::query_scalar("SELECT sku FROM catalog_items WHERE delisted_at IS NOT NULL ORDER BY sku")
+        .fetch_all(&env.pg)
+        .await
+        .unwrap()
 }
 
 /// Delisting observations (`availability = 'delisted'`) in ClickHouse: `FINAL` and raw.
 async fn delisting_observations(env: &TestEnv) -> (u64, u64) {
-    let count = |sql: &'static str| async move {
-        env.ch.query(sql).fetch_one::<u64>().await.unwrap()
-    };
+    let count =
+        |sql: &'static str| async move { env.ch.query(sql).fetch_one::<u64>().await.unwrap() };
     (
         count(
             "SELECT count() FROM catalog_item_observations FINAL
@@ -56,7 +53,12 @@ fn ingest(env: &TestEnv, key: &str, extra: &[&str]) -> Value {
     let mut args = vec!["--wait", "--chunk-bytes", "400"];
     args.extend_from_slice(extra);
     let out = env.ingest(key, &args);
-    assert!(out.code == 0 || out.code == 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.code == 0 || out.code == 1,
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
     out.json()
 }
 
@@ -91,13 +93,18 @@ async fn a_snapshot_delists_exactly_the_items_it_no_longer_mentions() {
         .collect();
     expected.sort();
     assert_eq!(delisted_skus(&env).await, expected);
-    let by_job: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM catalog_items WHERE delisted_by_job_id = $1",
-    )
-    .bind(day2["job_id"].as_str().unwrap().parse::<sqlx::types::Uuid>().unwrap())
-    .fetch_one(&env.pg)
-    .await
-    .unwrap();
+    let by_job: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM catalog_items WHERE delisted_by_job_id = $1")
+            .bind(
+                day2["job_id"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<sqlx::types::Uuid>()
+                    .unwrap(),
+            )
+            .fetch_one(&env.pg)
+            .await
+            .unwrap();
     assert_eq!(by_job, 9);
     assert_eq!(listed(&env).await, (91, 91));
     assert_eq!(delisting_observations(&env).await, (9, 9));
@@ -109,7 +116,9 @@ async fn a_snapshot_delists_exactly_the_items_it_no_longer_mentions() {
     assert_eq!(u(&day3["items_delisted"]), 0);
     assert!(delisted_skus(&env).await.is_empty());
     assert_eq!(listed(&env).await, (100, 100));
-    let audit = env.etlctl(&["audit", "--source", "cotopaxi", "--json"]).json();
+    let audit = env
+        .etlctl(&["audit", "--source", "cotopaxi", "--json"])
+        .json();
     assert_eq!(u(&audit["sources"][0]["items"]), 100, "{audit}");
     assert_eq!(u(&audit["sources"][0]["delisted"]), 0);
 }
@@ -146,11 +155,30 @@ async fn a_truncated_file_trips_the_mass_delist_guard() {
     );
     assert_eq!(listed(&env).await, (100, 100));
     let text = env.etlctl(&["jobs", "show", truncated["job_id"].as_str().unwrap()]);
-    assert!(text.stdout.contains("REFUSED by the mass-delist guard"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("REFUSED by the mass-delist guard"),
+        "{}",
+        text.stdout
+    );
 
-    // An operator who knows the source shrank lets one job do it.
-    env.put("g/3.csv", snapshot(0..10, 2)).await;
-    let allowed = ingest(&env, "g/3.csv", &["--allow-mass-delist"]);
+    // An operator who knows the source shrank applies the refused delisting with a repair.
+    let repaired = env.etlctl(&[
+        "repair",
+        truncated["job_id"].as_str().unwrap(),
+        "--allow-mass-delist",
+        "--wait",
+        "--json",
+    ]);
+    let repaired = repaired.json();
+    assert_eq!(repaired["status"], "completed", "{repaired}");
+    assert_eq!(u(&repaired["items_delisted"]), 90, "{repaired}");
+    assert_eq!(listed(&env).await, (10, 10));
+
+    // The items come back; the next truncated file is let through at its ingest.
+    env.put("g/3.csv", snapshot(0..100, 2)).await;
+    assert_eq!(u(&ingest(&env, "g/3.csv", &[])["items_relisted"]), 90);
+    env.put("g/4.csv", snapshot(0..10, 3)).await;
+    let allowed = ingest(&env, "g/4.csv", &["--allow-mass-delist"]);
     assert_eq!(u(&allowed["items_delisted"]), 90, "{allowed}");
     assert_eq!(listed(&env).await, (10, 10));
 }

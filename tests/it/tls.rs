@@ -53,8 +53,21 @@ fn make_certificates(dir: &Path) {
     for (name, subject) in [("ca", "/CN=ETL Test CA"), ("wrong-ca", "/CN=ETL Wrong CA")] {
         let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
         let mut args = vec![
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-days", "30", "-keyout", &key, "-out", &crt, "-subj", subject,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+            "-subj",
+            subject,
         ];
         args.extend_from_slice(&ca_ext);
         openssl(dir, &args);
@@ -68,15 +81,38 @@ fn make_certificates(dir: &Path) {
     openssl(
         dir,
         &[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-            "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
         ],
     );
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "30", "-sha256", "-extfile", "server.ext", "-out",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-sha256",
+            "-extfile",
+            "server.ext",
+            "-out",
             "server.crt",
         ],
     );
@@ -86,7 +122,9 @@ fn make_certificates(dir: &Path) {
 /// restart; clients that do not ask for TLS are unaffected).
 async fn enable_postgres_tls(dir: &Path) {
     let pg_dir = "/var/lib/postgresql/etl-test-tls";
-    run(Command::new("install").args(["-d", "-o", "postgres", "-g", "postgres", "-m", "0700", pg_dir]));
+    run(Command::new("install").args([
+        "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", pg_dir,
+    ]));
     for (file, mode) in [("server.key", "0600"), ("server.crt", "0644")] {
         run(Command::new("install").args([
             "-o",
@@ -190,7 +228,10 @@ http {{
     for port in [ch_port, s3_port, temporal_port] {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "nginx not listening on {port}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx not listening on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -219,17 +260,29 @@ async fn tls() -> &'static Tls {
 /// Every store over TLS, trusting `ca` and reaching the stores as `host`.
 fn tls_settings(env: &TestEnv, tls: &Tls, ca: &str, host: &str) -> Vec<(String, String)> {
     let ca = tls.dir.join(ca).display().to_string();
-    let database_url = env.setting("DATABASE_URL").unwrap().replacen("127.0.0.1", host, 1);
+    let database_url = env
+        .setting("DATABASE_URL")
+        .unwrap()
+        .replacen("127.0.0.1", host, 1);
     vec![
         (
             "DATABASE_URL".into(),
             format!("{database_url}?sslmode=verify-full&sslrootcert={ca}"),
         ),
-        ("CLICKHOUSE_URL".into(), format!("https://{host}:{}", tls.ch_port)),
+        (
+            "CLICKHOUSE_URL".into(),
+            format!("https://{host}:{}", tls.ch_port),
+        ),
         ("CLICKHOUSE_CA_FILE".into(), ca.clone()),
-        ("S3_ENDPOINT".into(), format!("https://{host}:{}", tls.s3_port)),
+        (
+            "S3_ENDPOINT".into(),
+            format!("https://{host}:{}", tls.s3_port),
+        ),
         ("S3_CA_FILE".into(), ca.clone()),
-        ("TEMPORAL_ADDRESS".into(), format!("{host}:{}", tls.temporal_port)),
+        (
+            "TEMPORAL_ADDRESS".into(),
+            format!("{host}:{}", tls.temporal_port),
+        ),
         ("TEMPORAL_TLS_SERVER_CA_CERT_PATH".into(), ca),
     ]
 }
@@ -281,14 +334,42 @@ async fn a_wrong_ca_or_host_name_fails_at_start_up_naming_the_store() {
     let s3 = ["S3_ENDPOINT", "S3_CA_FILE"];
     let temporal = ["TEMPORAL_ADDRESS", "TEMPORAL_TLS_SERVER_CA_CERT_PATH"];
     let cases = [
-        (pick(&wrong_ca, &postgres), "Postgres (DATABASE_URL)", "UnknownIssuer"),
-        (pick(&wrong_host, &postgres), "Postgres (DATABASE_URL)", "not valid for name"),
-        (pick(&wrong_ca, &clickhouse), "ClickHouse (CLICKHOUSE_URL)", "UnknownIssuer"),
-        (pick(&wrong_host, &clickhouse), "ClickHouse (CLICKHOUSE_URL)", "not valid for name"),
+        (
+            pick(&wrong_ca, &postgres),
+            "Postgres (DATABASE_URL)",
+            "UnknownIssuer",
+        ),
+        (
+            pick(&wrong_host, &postgres),
+            "Postgres (DATABASE_URL)",
+            "not valid for name",
+        ),
+        (
+            pick(&wrong_ca, &clickhouse),
+            "ClickHouse (CLICKHOUSE_URL)",
+            "UnknownIssuer",
+        ),
+        (
+            pick(&wrong_host, &clickhouse),
+            "ClickHouse (CLICKHOUSE_URL)",
+            "not valid for name",
+        ),
         (pick(&wrong_ca, &s3), "S3 (S3_ENDPOINT", "UnknownIssuer"),
-        (pick(&wrong_host, &s3), "S3 (S3_ENDPOINT", "not valid for name"),
-        (pick(&wrong_ca, &temporal), "Temporal", "not signed by a trusted CA"),
-        (pick(&wrong_host, &temporal), "Temporal", "does not match the host name"),
+        (
+            pick(&wrong_host, &s3),
+            "S3 (S3_ENDPOINT",
+            "not valid for name",
+        ),
+        (
+            pick(&wrong_ca, &temporal),
+            "Temporal",
+            "not signed by a trusted CA",
+        ),
+        (
+            pick(&wrong_host, &temporal),
+            "Temporal",
+            "does not match the host name",
+        ),
     ];
     for (settings, store, cause) in cases {
         let overrides: Vec<(&str, &str)> = settings
@@ -300,6 +381,9 @@ async fn a_wrong_ca_or_host_name_fails_at_start_up_naming_the_store() {
         assert!(output.contains(store), "{output:?} should name {store:?}");
         assert!(output.contains(cause), "{output:?} should say {cause:?}");
         assert!(!output.contains(secret), "a secret leaked: {output}");
-        assert!(elapsed < Duration::from_secs(30), "{store}/{cause} took {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_secs(30),
+            "{store}/{cause} took {elapsed:?}"
+        );
     }
 }

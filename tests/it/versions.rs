@@ -63,7 +63,10 @@ async fn a_workflow_id_is_one_object_version_and_mode() {
     let shown = env
         .etlctl(&["jobs", "show", &job_id(&first.json()), "--json"])
         .json();
-    assert_eq!((shown["status"].as_str(), u(&shown["rows_total"])), (Some("completed"), 5));
+    assert_eq!(
+        (shown["status"].as_str(), u(&shown["rows_total"])),
+        (Some("completed"), 5)
+    );
 }
 
 /// The newer object wins for every shared item, whichever job ran last.
@@ -146,7 +149,10 @@ async fn two_objects_of_a_source_at_once_the_newer_wins_in_both_orders() {
         .fetch_one(&env.pg)
         .await
         .unwrap();
-        assert_eq!(wrong, 0, "round {round}: every item has the newer price in Postgres");
+        assert_eq!(
+            wrong, 0,
+            "round {round}: every item has the newer price in Postgres"
+        );
         let ch_wrong: u64 = env
             .ch
             .query(
@@ -222,7 +228,13 @@ async fn long_records_ingest_up_to_the_limit_and_the_limit_can_be_raised() {
     assert_eq!(refused.json()["error_type"], "record_too_large");
     let raised = env.ingest(
         "2m.csv",
-        &["--wait", "--max-record-bytes", "3000000", "--workflow-id", "raised"],
+        &[
+            "--wait",
+            "--max-record-bytes",
+            "3000000",
+            "--workflow-id",
+            "raised",
+        ],
     );
     assert_eq!(raised.code, 0, "{}{}", raised.stdout, raised.stderr);
     assert_eq!(u(&raised.json()["rows_valid"]), 1);
@@ -234,15 +246,12 @@ async fn repairs_never_double_the_history() {
     let mut env = TestEnv::new("history_once").await;
     env.start_worker();
     env.put("h.csv", snapshot(0..120, 0)).await;
-    let first = env.ingest("h.csv", &["--wait", "--chunk-bytes", "500"]).json();
+    let first = env
+        .ingest("h.csv", &["--wait", "--chunk-bytes", "500"])
+        .json();
     let repaired = env.etlctl(&["repair", &job_id(&first), "--wait", "--json"]);
     assert_eq!(repaired.code, 0, "{}{}", repaired.stdout, repaired.stderr);
-    let again = env.etlctl(&[
-        "repair",
-        &job_id(&repaired.json()),
-        "--wait",
-        "--json",
-    ]);
+    let again = env.etlctl(&["repair", &job_id(&repaired.json()), "--wait", "--json"]);
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
     assert_eq!(again.json()["reconciliation"]["ok"], true);
     assert_eq!(observations(&env, "h.csv").await, 120);
@@ -257,8 +266,12 @@ async fn source_runs_page_through_thousands_of_objects() {
     env.start_worker();
     let source = env.source_name();
     let objects = 2_000;
-    env.put_many("many/", objects, "sku,name,product_url\nA,Alpha,https://shop.example/a\n")
-        .await;
+    env.put_many(
+        "many/",
+        objects,
+        "sku,name,product_url\nA,Alpha,https://shop.example/a\n",
+    )
+    .await;
     let prefix = env.uri("many/");
     let out = env.etlctl(&[
         "ingest-source",
@@ -285,7 +298,11 @@ async fn source_runs_page_through_thousands_of_objects() {
     let mut all = Vec::new();
     let mut next = None;
     loop {
-        let page = env.s3.list_page(&env.bucket, "many/", 1000, next).await.unwrap();
+        let page = env
+            .s3
+            .list_page(&env.bucket, "many/", 1000, next)
+            .await
+            .unwrap();
         all.extend(page.objects.into_iter().map(|o| {
             let modified = chrono::DateTime::parse_from_rfc3339(&o.last_modified).unwrap();
             (modified, o.key)

@@ -1,34 +1,48 @@
 //! `etl-worker`: hosts the workflows and their activities on one task queue.
 
-use std::{process::ExitCode, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use activities::{
     EtlActivities,
-    config::{Config, LogFormat, Needs},
+    config::{Config, Needs},
+    metrics::{Metrics, PHASE_BUCKETS, PHASE_HISTOGRAM},
     temporal::Patience,
 };
 use anyhow::Context;
+use temporalio_common::telemetry::{
+    HistogramBucketOverrides, PrometheusExporterOptions, TelemetryOptions, metrics::CoreMeter,
+    start_prometheus_metric_exporter,
+};
 use temporalio_sdk::{
     Runtime, Worker, WorkerOptions,
-    runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder},
+    runtime::{
+        RuntimeOptions,
+        worker_tuner::{FixedSizeSlotSupplier, TunerHolder},
+    },
 };
 use workflows::{CatalogIngest, Reconcile, Retention, SourceIngest};
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,temporalio_sdk_core=warn".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
+mod logging;
+
+/// The SDK's metrics and the project's on one Prometheus endpoint. Counters keep the names
+/// they are given (the project's end in `_total`), durations are in seconds.
+fn serve_metrics(addr: SocketAddr) -> anyhow::Result<Arc<dyn CoreMeter>> {
+    let buckets = HistogramBucketOverrides {
+        overrides: HashMap::from([(PHASE_HISTOGRAM.to_owned(), PHASE_BUCKETS.to_vec())]),
+    };
+    let options = PrometheusExporterOptions::builder()
+        .socket_addr(addr)
+        .counters_total_suffix(false)
+        .use_seconds_for_durations(true)
+        .histogram_bucket_overrides(buckets)
+        .build();
+    let server = start_prometheus_metric_exporter(options)
+        .with_context(|| format!("ETL_METRICS_ADDR: cannot serve metrics on {addr}"))?;
+    tracing::info!(
+        metrics = %format!("http://{}/metrics", server.bound_addr),
+        "serving Prometheus metrics"
+    );
+    Ok(server.meter)
 }
 
 #[tokio::main]
@@ -48,9 +62,12 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let config = Config::from_env(Needs::ALL).context("configuration")?;
-    init_logging(config.log_format);
+    logging::init(config.log_format);
     activities::pause::arm(config.pause_at).context("ETL_PAUSE_AT")?;
-    let activities = EtlActivities::connect(&config).await?;
+    let meter = config.metrics_addr.map(serve_metrics).transpose()?;
+    let activities = EtlActivities::connect(&config)
+        .await?
+        .with_metrics(Metrics::new(meter.clone()));
     for bucket in &config.check_buckets {
         activities
             .s3
@@ -60,8 +77,17 @@ async fn run() -> anyhow::Result<()> {
     }
 
     let client = activities::temporal::connect(&config, "etl-worker", Patience::Worker).await?;
+    activities::temporal::check_search_attributes(&client, config.temporal.namespace())
+        .await
+        .context("Temporal search attributes")?;
 
-    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let telemetry = TelemetryOptions::builder().maybe_metrics(meter).build();
+    let runtime = Runtime::from_current_tokio(
+        RuntimeOptions::builder()
+            .telemetry_options(telemetry)
+            .build()
+            .map_err(anyhow::Error::msg)?,
+    )?;
     let tuner = TunerHolder::builder()
         .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(10))
         .activity_task_slot_supplier(FixedSizeSlotSupplier::new(config.max_concurrent_activities))

@@ -32,6 +32,7 @@ use activities::{
         ChunkOutcome, ChunkTask, DelistOutcome, FinalizeRequest, IngestOptions, IngestRequest,
         JobOutcome, JobTotals, PlanInput, PlanResult, Progress, Reconciliation,
     },
+    visibility::{self, RunOutcome},
 };
 use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
@@ -130,6 +131,15 @@ pub(crate) fn short_activity(
         None => ActivityCloseTimeouts::StartToClose(start_to_close),
     };
     activity(close, SHORT_ACTIVITY_HEARTBEAT * 5, max_interval)
+}
+
+/// The line the Web UI shows for the activity in the workflow's timeline and history.
+pub(crate) fn summarized(
+    mut options: ActivityOptions,
+    summary: impl Into<String>,
+) -> ActivityOptions {
+    options.summary = Some(summary.into());
+    options
 }
 
 fn innermost(failure: &Failure) -> &Failure {
@@ -291,7 +301,13 @@ impl CatalogIngest {
                     .execute_activity(
                         EtlActivities::plan,
                         plan_input,
-                        limits.long(ctx, Duration::from_secs(6 * 3600))?,
+                        summarized(
+                            limits.long(ctx, Duration::from_secs(6 * 3600))?,
+                            format!(
+                                "plan: split s3://{}/{} into chunks on record boundaries",
+                                request.bucket, request.key
+                            ),
+                        ),
                     )
                     .await
                     .map_err(|err| failed(&err))?;
@@ -337,7 +353,14 @@ impl CatalogIngest {
                     chunk_index: index,
                 };
                 let chunk_options = match limits.long(shared, Duration::from_secs(3600)) {
-                    Ok(options) => options,
+                    Ok(options) => summarized(
+                        options,
+                        visibility::chunk_summary(
+                            index,
+                            plan.chunks,
+                            plan.chunk_ranges.get(index as usize).copied(),
+                        ),
+                    ),
                     Err(stop) => {
                         failure.borrow_mut().get_or_insert(stop);
                         return;
@@ -385,7 +408,11 @@ impl CatalogIngest {
         let job_id = request.job_id.clone();
         Self::publish(ctx, |p| p.phase = "aggregating".to_owned());
         let totals = ctx
-            .execute_activity(EtlActivities::aggregate, job_id.clone(), limits.short(ctx)?)
+            .execute_activity(
+                EtlActivities::aggregate,
+                job_id.clone(),
+                summarized(limits.short(ctx)?, "aggregate the chunks' totals"),
+            )
             .await
             .map_err(|err| failed(&err))?;
         if !request.dry_run {
@@ -393,7 +420,10 @@ impl CatalogIngest {
             ctx.execute_activity(
                 EtlActivities::flush_clickhouse,
                 job_id.clone(),
-                limits.until_done(),
+                summarized(
+                    limits.until_done(),
+                    "copy what Postgres committed and ClickHouse lacks",
+                ),
             )
             .await
             .map_err(|err| failed(&err))?;
@@ -401,7 +431,14 @@ impl CatalogIngest {
         Self::check_cancelled(ctx)?;
         Self::publish(ctx, |p| p.phase = "reconciling".to_owned());
         let mut reconciliation = ctx
-            .execute_activity(EtlActivities::reconcile, job_id.clone(), limits.short(ctx)?)
+            .execute_activity(
+                EtlActivities::reconcile,
+                job_id.clone(),
+                summarized(
+                    limits.short(ctx)?,
+                    "reconcile the source's rows with Postgres and ClickHouse",
+                ),
+            )
             .await
             .map_err(|err| failed(&err))?;
         if !reconciliation.ok {
@@ -412,16 +449,26 @@ impl CatalogIngest {
             Self::check_cancelled(ctx)?;
             Self::publish(ctx, |p| p.phase = "delisting".to_owned());
             delisting = Some(
-                ctx.execute_activity(EtlActivities::delist, job_id.clone(), limits.short(ctx)?)
-                    .await
-                    .map_err(|err| failed(&err))?,
+                ctx.execute_activity(
+                    EtlActivities::delist,
+                    job_id.clone(),
+                    summarized(
+                        limits.short(ctx)?,
+                        "delist the source's items this snapshot does not mention",
+                    ),
+                )
+                .await
+                .map_err(|err| failed(&err))?,
             );
             Self::publish(ctx, |p| p.phase = "comparing the catalog".to_owned());
             reconciliation = ctx
                 .execute_activity(
                     EtlActivities::reconcile_catalog,
                     job_id.clone(),
-                    limits.short(ctx)?,
+                    summarized(
+                        limits.short(ctx)?,
+                        "compare the source's catalog in Postgres and ClickHouse",
+                    ),
                 )
                 .await
                 .map_err(|err| failed(&err))?;
@@ -436,7 +483,7 @@ impl CatalogIngest {
                 job_id: job_id.clone(),
                 outcome: JobOutcome::Completed,
             },
-            limits.until_done(),
+            summarized(limits.until_done(), "finalize: completed"),
         )
         .await
         .map_err(|err| failed(&err))?;
@@ -449,6 +496,12 @@ impl CatalogIngest {
             delisting,
             already_finished: false,
         })
+    }
+
+    /// A job that did not complete reports the rows of the chunks it committed.
+    fn upsert_ended(ctx: &WorkflowContext<Self>, outcome: RunOutcome) {
+        let (rows, invalid) = ctx.state(|s| (s.progress.rows_done, s.progress.rows_invalid));
+        ctx.upsert_search_attributes(visibility::ingest_ended(outcome, rows, invalid));
     }
 
     fn record_chunk(ctx: &WorkflowContext<Self>, outcome: ChunkOutcome) {
@@ -471,15 +524,23 @@ impl CatalogIngest {
         dry_run: bool,
         outcome: JobOutcome,
     ) {
+        let summary = format!("finalize: {}", outcome.status());
         let _ = ctx
-            .execute_activity(EtlActivities::seal, job_id.to_owned(), limits.until_done())
+            .execute_activity(
+                EtlActivities::seal,
+                job_id.to_owned(),
+                summarized(limits.until_done(), "seal: no chunk commits after this"),
+            )
             .await;
         if !dry_run {
             let _ = ctx
                 .execute_activity(
                     EtlActivities::flush_clickhouse,
                     job_id.to_owned(),
-                    limits.until_done(),
+                    summarized(
+                        limits.until_done(),
+                        "copy what Postgres committed and ClickHouse lacks",
+                    ),
                 )
                 .await;
         }
@@ -490,7 +551,7 @@ impl CatalogIngest {
                     job_id: job_id.to_owned(),
                     outcome,
                 },
-                limits.until_done(),
+                summarized(limits.until_done(), summary),
             )
             .await;
     }
@@ -515,13 +576,26 @@ impl CatalogIngest {
     ) -> WorkflowResult<IngestResult> {
         let job_id = input.request.job_id.clone();
         let dry_run = input.request.dry_run;
+        // Every run sets them: a schedule's or a parent's start may not have.
+        ctx.upsert_search_attributes(visibility::ingest_started(&input.request));
         let limits = Self::limits(ctx, &input);
         match Self::ingest(ctx, input, &limits).await {
-            Ok(result) => Ok(result),
+            Ok(result) => {
+                let (rows_total, rows_invalid) = result
+                    .totals
+                    .map_or((0, 0), |t| (t.rows_total, t.rows_invalid));
+                ctx.upsert_search_attributes(visibility::ingest_ended(
+                    RunOutcome::Completed,
+                    rows_total,
+                    rows_invalid,
+                ));
+                Ok(result)
+            }
             Err(Stop::ContinueAsNew(termination)) => Err(termination),
             Err(Stop::Cancelled(reason)) => {
                 let chunks_done = ctx.state(|s| s.progress.chunks_done);
                 Self::publish(ctx, |p| p.phase = "cancelled".to_owned());
+                Self::upsert_ended(ctx, RunOutcome::Cancelled);
                 let reason = format!(
                     "cancelled{} after {chunks_done} chunks; committed chunks stay \
                      committed",
@@ -542,6 +616,7 @@ impl CatalogIngest {
             }
             Err(Stop::Failed { error, error_type }) => {
                 Self::publish(ctx, |p| p.phase = "failed".to_owned());
+                Self::upsert_ended(ctx, RunOutcome::Failed);
                 Self::end_unfinished(
                     ctx,
                     &limits,

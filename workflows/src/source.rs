@@ -9,9 +9,10 @@ use std::cell::{Cell, RefCell};
 use activities::{
     EtlActivities,
     model::{
-        IngestRequest, ObjectMeta, SourceIngestRequest, SourceObjectOutcome, SourceReport,
-        ingest_workflow_id, job_id_for_workflow,
+        IngestRequest, ObjectMeta, RunningObject, SourceIngestRequest, SourceObjectOutcome,
+        SourceProgress, SourceReport, ingest_workflow_id, job_id_for_workflow,
     },
+    visibility::{self, RunOutcome},
 };
 use std::time::Duration;
 use temporalio_macros::{workflow, workflow_methods};
@@ -27,6 +28,7 @@ use crate::{CatalogIngest, IngestInput, failure_of, short_activity};
 #[derive(Default)]
 pub struct SourceIngest {
     details: String,
+    progress: SourceProgress,
 }
 
 /// The child workflow of one object version: the same id `etlctl ingest` would use, so a
@@ -66,6 +68,7 @@ impl SourceIngest {
         ctx: &mut WorkflowContext<Self>,
         request: SourceIngestRequest,
     ) -> WorkflowResult<SourceReport> {
+        ctx.upsert_search_attributes([visibility::SOURCE.value_set(request.source.clone())]);
         let max_interval = Duration::from_secs(request.options.retry_max_interval_secs.max(1));
         let deadline = Duration::from_secs(request.options.max_job_duration_secs.max(1));
         Self::publish(
@@ -73,6 +76,9 @@ impl SourceIngest {
             format!("listing s3://{}/{}", request.bucket, request.prefix),
         );
         let failure = |err| {
+            ctx.upsert_search_attributes([
+                visibility::OUTCOME.value_set(RunOutcome::Failed.as_str().to_owned())
+            ]);
             let (message, kind) = failure_of(&err);
             ApplicationFailure::builder(message)
                 .type_name(kind)
@@ -88,6 +94,10 @@ impl SourceIngest {
             .await
             .map_err(failure)?;
         let total = listing.to_ingest.len();
+        ctx.state_mut(|state| {
+            state.progress.objects_total = total as u32;
+            state.progress.bytes_total = listing.to_ingest.iter().map(|o| o.size).sum();
+        });
         Self::publish(
             ctx,
             format!(
@@ -113,11 +123,19 @@ impl SourceIngest {
                 next.set(index + 1);
                 let object = &listing.to_ingest[index];
                 let (workflow_id, ingest) = child_request(&request, object);
+                shared.state_mut(|state| {
+                    state.progress.running.push(RunningObject {
+                        workflow_id: workflow_id.clone(),
+                        size: object.size,
+                    })
+                });
                 let options = ChildWorkflowOptions::builder()
-                    .workflow_id(workflow_id)
+                    .workflow_id(workflow_id.clone())
                     .parent_close_policy(ParentClosePolicy::RequestCancel)
                     .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
-                    .static_summary(format!("s3://{}/{}", object.bucket, object.key))
+                    .static_summary(visibility::ingest_summary(&ingest, object.size))
+                    .static_details(visibility::ingest_details(&ingest, object.size))
+                    .search_attributes(visibility::ingest_start_attributes(&ingest))
                     .build();
                 let input = IngestInput {
                     request: ingest,
@@ -129,7 +147,16 @@ impl SourceIngest {
                 {
                     // The outcome is on the job row; the child's own error is there too.
                     Ok(child) => {
-                        let _ = child.result().await;
+                        if let Ok(result) = child.result().await {
+                            shared.state_mut(|state| {
+                                let progress = &mut state.progress;
+                                if let Some(totals) = result.totals {
+                                    progress.chunks_done += u64::from(result.chunks);
+                                    progress.rows_done += totals.rows_total;
+                                    progress.rows_invalid += totals.rows_invalid;
+                                }
+                            });
+                        }
                     }
                     // Typically: the same object version is being ingested by another run
                     // (a manual `etlctl ingest`): its job row reports it.
@@ -138,6 +165,12 @@ impl SourceIngest {
                     }
                 }
                 finished.set(finished.get() + 1);
+                shared.state_mut(|state| {
+                    let progress = &mut state.progress;
+                    progress.running.retain(|r| r.workflow_id != workflow_id);
+                    progress.objects_done += 1;
+                    progress.bytes_done += object.size;
+                });
                 Self::publish(
                     shared,
                     format!("**ingesting**: {} of {total} objects done", finished.get()),
@@ -189,6 +222,9 @@ impl SourceIngest {
             listed: listing.listed,
             objects,
         };
+        ctx.upsert_search_attributes([
+            visibility::OUTCOME.value_set(RunOutcome::Completed.as_str().to_owned())
+        ]);
         Self::publish(
             ctx,
             format!(
@@ -202,5 +238,10 @@ impl SourceIngest {
     #[query]
     pub fn details(&self, _ctx: &WorkflowContextView) -> String {
         self.details.clone()
+    }
+
+    #[query]
+    pub fn progress(&self, _ctx: &WorkflowContextView) -> SourceProgress {
+        self.progress.clone()
     }
 }

@@ -294,8 +294,15 @@ impl ChunkCommit {
         version: &ObjectVersion,
         parsed: &ParsedChunk,
     ) -> Result<Vec<WrittenItem>, EtlError> {
-        catalog::upsert_items(&mut self.tx, self.mode, self.work_job, source, version, parsed)
-            .await
+        catalog::upsert_items(
+            &mut self.tx,
+            self.mode,
+            self.work_job,
+            source,
+            version,
+            parsed,
+        )
+        .await
     }
 
     pub async fn record_invalid(&mut self, parsed: &ParsedChunk) -> Result<(), EtlError> {

@@ -262,6 +262,26 @@ impl PgStore {
         })
     }
 
+    /// The planned chunks' byte ranges `[start, end)`, in chunk order, if the plan has at most
+    /// `limit` chunks (the workflow names them in its activity summaries).
+    pub async fn chunk_ranges(&self, job_id: &str, limit: u32) -> Result<Vec<[u64; 2]>, EtlError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT byte_start, byte_end FROM etl_chunks WHERE job_id = $1
+             ORDER BY chunk_index LIMIT $2",
+        )
+        .bind(parse_job_id(job_id)?)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(self.pool())
+        .await?;
+        if rows.len() > limit as usize {
+            return Ok(Vec::new());
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(start, end)| [start as u64, end as u64])
+            .collect())
+    }
+
     /// Job totals from the ledger: committed chunks only, each counted once by construction.
     pub async fn totals(&self, job_id: &str) -> Result<JobTotals, EtlError> {
         let id = parse_job_id(job_id)?;
@@ -436,13 +456,19 @@ impl PgStore {
     /// finalize must not turn `completed` into `failed` or move `finished_at`. A job never ends
     /// with a change in Postgres that ClickHouse has not got: that is retried until it has. A
     /// completed (non-dry-run) job enters the source's manifest in the same transaction.
-    pub async fn finalize(&self, job_id: &str, outcome: &JobOutcome) -> Result<(), EtlError> {
-        let (status, error, error_type) = match outcome {
-            JobOutcome::Completed => ("completed", None, None),
+    /// Returns the job's source when this call ended it.
+    pub async fn finalize(
+        &self,
+        job_id: &str,
+        outcome: &JobOutcome,
+    ) -> Result<Option<String>, EtlError> {
+        let status = outcome.status();
+        let (error, error_type) = match outcome {
+            JobOutcome::Completed => (None, None),
             JobOutcome::Failed { error, error_type } => {
-                ("failed", Some(error.as_str()), Some(error_type.as_str()))
+                (Some(error.as_str()), Some(error_type.as_str()))
             }
-            JobOutcome::Cancelled { reason } => ("cancelled", Some(reason.as_str()), None),
+            JobOutcome::Cancelled { reason } => (Some(reason.as_str()), None),
         };
         let id = parse_job_id(job_id)?;
         let mut tx = self.pool().begin().await?;
@@ -471,19 +497,19 @@ impl PgStore {
                 }
             )));
         }
-        let finalized = sqlx::query(
+        let finalized: Option<String> = sqlx::query_scalar(
             "UPDATE etl_jobs SET status = $2, error = $3, error_type = $4, finished_at = now(),
                     accepting_commits = false, updated_at = now()
-             WHERE id = $1 AND status = 'running'",
+             WHERE id = $1 AND status = 'running'
+             RETURNING source",
         )
         .bind(id)
         .bind(status)
         .bind(error)
         .bind(error_type)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if finalized == 1 && matches!(outcome, JobOutcome::Completed) {
+        .fetch_optional(&mut *tx)
+        .await?;
+        if finalized.is_some() && matches!(outcome, JobOutcome::Completed) {
             sqlx::query(
                 "INSERT INTO ingested_objects (source, bucket, object_key, etag, job_id)
                  SELECT source, bucket, object_key, etag, id FROM etl_jobs
@@ -496,7 +522,7 @@ impl PgStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(finalized)
     }
 
     /// The job's status and error, or `None` when no job row exists (yet).
