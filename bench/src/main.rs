@@ -551,13 +551,17 @@ fn statement_times(log: &Path, start: u64) -> anyhow::Result<Vec<Statement>> {
         let Ok(ms) = ms.trim().parse::<f64>() else {
             continue;
         };
-        // "  execute s12: INSERT INTO ..." / "  statement: COMMIT" / "  bind ...": the text
-        // after the first colon, squeezed, first 60 characters.
-        let text = statement.split_once(':').map_or(statement, |(_, t)| t);
+        // "  execute s12: INSERT INTO ..." / "  statement: COMMIT" / "  parse ..." / "  bind
+        // ...": the text after the first colon, squeezed, first 60 characters. Every step's
+        // time counts; a call is its execute (simple queries: its statement) line.
+        let (step, text) = statement.split_once(':').unwrap_or(("", statement));
+        let step = step.split_whitespace().next().unwrap_or_default();
         let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
         let key: String = text.chars().take(60).collect();
         let entry = by_statement.entry(key).or_insert((0, 0.0));
-        entry.0 += 1;
+        if matches!(step, "execute" | "statement") {
+            entry.0 += 1;
+        }
         entry.1 += ms / 1000.0;
     }
     let mut statements: Vec<Statement> = by_statement

@@ -145,11 +145,16 @@ async fn changed_skus(
 ) -> Result<HashSet<String>, EtlError> {
     let skus: Vec<&str> = rows.iter().map(|(row, _)| row.item.sku.as_str()).collect();
     let hashes: Vec<&[u8]> = rows.iter().map(|(_, hash)| hash.as_slice()).collect();
+    // One primary-key probe per row, whatever the statistics say: `OFFSET 0` keeps the
+    // planner from flattening the lookup into a join. Right after a source's first snapshot
+    // the statistics still count a few rows for it, and the planner then hashed all of the
+    // source's items for every chunk (194 ms a chunk on 200,000 items, against 40 ms).
     let changed: Vec<String> = sqlx::query_scalar(
         "SELECT s.sku FROM unnest($2::text[], $3::bytea[]) AS s(sku, content_hash)
-         WHERE NOT EXISTS (SELECT 1 FROM catalog_items e
-                           WHERE e.source = $1 AND e.sku = s.sku
-                             AND e.content_hash = s.content_hash AND e.delisted_at IS NULL)",
+         LEFT JOIN LATERAL (SELECT e.content_hash FROM catalog_items e
+                            WHERE e.source = $1 AND e.sku = s.sku AND e.delisted_at IS NULL
+                            OFFSET 0) AS e ON true
+         WHERE e.content_hash IS DISTINCT FROM s.content_hash",
     )
     .bind(source)
     .bind(&skus)
