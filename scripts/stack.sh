@@ -266,12 +266,16 @@ cmd_deps() {
   command -v chromium >/dev/null 2>&1       || pkgs+=(chromium)
   command -v npm >/dev/null 2>&1            || pkgs+=(nodejs npm)
   command -v script >/dev/null 2>&1         || pkgs+=(bsdutils)
+  # The TLS tests make their own CA (openssl) and put a TLS proxy (nginx, with the gRPC proxy
+  # for Temporal) in front of ClickHouse, Garage and Temporal.
+  command -v openssl >/dev/null 2>&1        || pkgs+=(openssl)
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || pkgs+=(nginx-light)
   apt_install "${pkgs[@]}"
   install_clickhouse
   install_temporal
   install_garage
   cmd_webui_deps
-  log "deps ok: protoc, postgres, clickhouse (chdb-core $CHDB_CORE_VERSION), temporal ($(temporal_bin)), garage ($(garage_bin)), chromium, playwright-core"
+  log "deps ok: protoc, postgres, clickhouse (chdb-core $CHDB_CORE_VERSION), temporal ($(temporal_bin)), garage ($(garage_bin)), chromium, playwright-core, nginx"
 }
 
 # tests/webui's node modules, as its lock file pins them; again only when the lock changed.
