@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 MAKEFLAGS += --no-print-directory
 
-.PHONY: deps up down status env build demo test test-faults bench bench-big screenshots record-histories
+.PHONY: deps up down status env build demo test test-faults bench bench-big bench-runaway bench-reconcile screenshots record-histories
 
 deps:
 	bash scripts/stack.sh deps
@@ -40,6 +40,10 @@ bench: up
 # About 1 GB of CSV (1,450,000 rows of ~740 bytes): worker peak RSS with default settings.
 bench-big: up
 	BENCH_ROWS=$${BENCH_ROWS:-1450000} bash scripts/bench.sh
+bench-runaway: up
+	bash scripts/bench-runaway.sh
+bench-reconcile: up
+	bash scripts/bench-reconcile.sh
 # The README's screenshots (docs/*.png), from a real run in headless Chromium and a terminal.
 screenshots: up
 	bash scripts/screenshots.sh
