@@ -35,6 +35,7 @@ use activities::{
     visibility::{self, RunOutcome},
 };
 use serde::{Deserialize, Serialize};
+use temporalio_common::search_attributes::SearchAttributeUpdate;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityCloseTimeouts, ActivityExecutionError, ActivityOptions, ApplicationFailure,
@@ -140,6 +141,19 @@ pub(crate) fn summarized(
 ) -> ActivityOptions {
     options.summary = Some(summary.into());
     options
+}
+
+/// Runs that started before the workflows set search attributes have no upsert in their
+/// history: they replay without one, and so do the rest of their steps.
+const SEARCH_ATTRIBUTES_PATCH: &str = "search-attributes";
+
+pub(crate) fn upsert_search_attributes<W>(
+    ctx: &WorkflowContext<W>,
+    updates: impl IntoIterator<Item = SearchAttributeUpdate>,
+) {
+    if ctx.patched(SEARCH_ATTRIBUTES_PATCH) {
+        ctx.upsert_search_attributes(updates);
+    }
 }
 
 fn innermost(failure: &Failure) -> &Failure {
@@ -501,7 +515,7 @@ impl CatalogIngest {
     /// A job that did not complete reports the rows of the chunks it committed.
     fn upsert_ended(ctx: &WorkflowContext<Self>, outcome: RunOutcome) {
         let (rows, invalid) = ctx.state(|s| (s.progress.rows_done, s.progress.rows_invalid));
-        ctx.upsert_search_attributes(visibility::ingest_ended(outcome, rows, invalid));
+        upsert_search_attributes(ctx, visibility::ingest_ended(outcome, rows, invalid));
     }
 
     fn record_chunk(ctx: &WorkflowContext<Self>, outcome: ChunkOutcome) {
@@ -577,18 +591,17 @@ impl CatalogIngest {
         let job_id = input.request.job_id.clone();
         let dry_run = input.request.dry_run;
         // Every run sets them: a schedule's or a parent's start may not have.
-        ctx.upsert_search_attributes(visibility::ingest_started(&input.request));
+        upsert_search_attributes(ctx, visibility::ingest_started(&input.request));
         let limits = Self::limits(ctx, &input);
         match Self::ingest(ctx, input, &limits).await {
             Ok(result) => {
                 let (rows_total, rows_invalid) = result
                     .totals
                     .map_or((0, 0), |t| (t.rows_total, t.rows_invalid));
-                ctx.upsert_search_attributes(visibility::ingest_ended(
-                    RunOutcome::Completed,
-                    rows_total,
-                    rows_invalid,
-                ));
+                upsert_search_attributes(
+                    ctx,
+                    visibility::ingest_ended(RunOutcome::Completed, rows_total, rows_invalid),
+                );
                 Ok(result)
             }
             Err(Stop::ContinueAsNew(termination)) => Err(termination),

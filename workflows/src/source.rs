@@ -22,7 +22,7 @@ use temporalio_sdk::{
 };
 use temporalio_workflow::workflows::join_all;
 
-use crate::{CatalogIngest, IngestInput, failure_of, short_activity};
+use crate::{CatalogIngest, IngestInput, failure_of, short_activity, upsert_search_attributes};
 
 #[workflow]
 #[derive(Default)]
@@ -68,7 +68,7 @@ impl SourceIngest {
         ctx: &mut WorkflowContext<Self>,
         request: SourceIngestRequest,
     ) -> WorkflowResult<SourceReport> {
-        ctx.upsert_search_attributes([visibility::SOURCE.value_set(request.source.clone())]);
+        upsert_search_attributes(ctx, [visibility::SOURCE.value_set(request.source.clone())]);
         let max_interval = Duration::from_secs(request.options.retry_max_interval_secs.max(1));
         let deadline = Duration::from_secs(request.options.max_job_duration_secs.max(1));
         Self::publish(
@@ -76,9 +76,10 @@ impl SourceIngest {
             format!("listing s3://{}/{}", request.bucket, request.prefix),
         );
         let failure = |err| {
-            ctx.upsert_search_attributes([
-                visibility::OUTCOME.value_set(RunOutcome::Failed.as_str().to_owned())
-            ]);
+            upsert_search_attributes(
+                ctx,
+                [visibility::OUTCOME.value_set(RunOutcome::Failed.as_str().to_owned())],
+            );
             let (message, kind) = failure_of(&err);
             ApplicationFailure::builder(message)
                 .type_name(kind)
@@ -222,9 +223,10 @@ impl SourceIngest {
             listed: listing.listed,
             objects,
         };
-        ctx.upsert_search_attributes([
-            visibility::OUTCOME.value_set(RunOutcome::Completed.as_str().to_owned())
-        ]);
+        upsert_search_attributes(
+            ctx,
+            [visibility::OUTCOME.value_set(RunOutcome::Completed.as_str().to_owned())],
+        );
         Self::publish(
             ctx,
             format!(
