@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use crate::{
     error::EtlError,
-    model::{ChunkDetail, JobListEntry, RetentionBatch, RetentionBatchResult},
+    model::{ChunkDetail, IngestOptions, JobListEntry, RetentionBatch, RetentionBatchResult},
     pg::{PgStore, parse_job_id, timestamp},
 };
 
@@ -31,10 +31,10 @@ pub struct RerunOrigin {
     pub key: String,
     pub etag: String,
     pub dry_run: bool,
-    pub chunk_bytes: u64,
-    pub max_record_bytes: u64,
-    pub partial: bool,
-    pub allow_mass_delist: bool,
+    /// The job's options as it was started with them; `max_parallel_chunks` is the default
+    /// (the job row does not keep it), and jobs from before a policy was stored get its
+    /// default.
+    pub options: IngestOptions,
     pub superseded_by_job_id: Option<String>,
 }
 
@@ -115,13 +115,15 @@ impl PgStore {
         let row = sqlx::query(
             "SELECT id, workflow_id, status, source, bucket, object_key, etag, dry_run,
                     chunk_bytes, max_record_bytes, partial, allow_mass_delist,
-                    superseded_by_job_id
+                    heartbeat_timeout_secs, history_event_budget, retry_max_interval_secs,
+                    max_job_duration_secs, superseded_by_job_id
              FROM etl_jobs WHERE id = $1",
         )
         .bind(parse_job_id(job_id)?)
         .fetch_optional(self.pool())
         .await?
         .ok_or_else(|| EtlError::JobNotFound(job_id.to_owned()))?;
+        let defaults = IngestOptions::default();
         Ok(RerunOrigin {
             job_id: row.get::<uuid::Uuid, _>("id").to_string(),
             workflow_id: row.get("workflow_id"),
@@ -131,10 +133,25 @@ impl PgStore {
             key: row.get("object_key"),
             etag: row.get("etag"),
             dry_run: row.get("dry_run"),
-            chunk_bytes: row.get::<i64, _>("chunk_bytes") as u64,
-            max_record_bytes: row.get::<i64, _>("max_record_bytes") as u64,
-            partial: row.get("partial"),
-            allow_mass_delist: row.get("allow_mass_delist"),
+            options: IngestOptions {
+                chunk_bytes: row.get::<i64, _>("chunk_bytes") as u64,
+                max_record_bytes: row.get::<i64, _>("max_record_bytes") as u64,
+                partial: row.get("partial"),
+                allow_mass_delist: row.get("allow_mass_delist"),
+                heartbeat_timeout_secs: row
+                    .get::<Option<i64>, _>("heartbeat_timeout_secs")
+                    .map_or(defaults.heartbeat_timeout_secs, |secs| secs as u64),
+                history_event_budget: row
+                    .get::<Option<i32>, _>("history_event_budget")
+                    .map_or(defaults.history_event_budget, |events| events as u32),
+                retry_max_interval_secs: row
+                    .get::<Option<i64>, _>("retry_max_interval_secs")
+                    .map_or(defaults.retry_max_interval_secs, |secs| secs as u64),
+                max_job_duration_secs: row
+                    .get::<Option<i64>, _>("max_job_duration_secs")
+                    .map_or(defaults.max_job_duration_secs, |secs| secs as u64),
+                max_parallel_chunks: defaults.max_parallel_chunks,
+            },
             superseded_by_job_id: row
                 .get::<Option<uuid::Uuid>, _>("superseded_by_job_id")
                 .map(|id| id.to_string()),

@@ -196,12 +196,9 @@ pub async fn rerun(config: &Config, rerun: Rerun, args: RerunArgs) -> anyhow::Re
             rerun,
         }),
         options: IngestOptions {
-            chunk_bytes: origin.chunk_bytes,
             max_parallel_chunks: args.parallel,
-            max_record_bytes: origin.max_record_bytes,
-            partial: origin.partial,
-            allow_mass_delist: origin.allow_mass_delist || args.allow_mass_delist,
-            ..IngestOptions::default()
+            allow_mass_delist: origin.options.allow_mass_delist || args.allow_mass_delist,
+            ..origin.options
         },
     };
     let wait = args.wait.then(|| Watch::Ingest.progress(args.json));

@@ -350,7 +350,17 @@ async fn retry_checks_the_etag_and_links_the_jobs() {
     env.start_worker();
     // A version that fails (its header lacks required columns).
     env.put("r.csv", "title,cost\nshoe,12\n").await;
-    let failed = env.ingest("r.csv", &["--wait"]);
+    let policies = [
+        "--max-job-duration",
+        "48h",
+        "--retry-max-interval",
+        "7s",
+        "--heartbeat-timeout",
+        "45",
+        "--history-event-budget",
+        "5000",
+    ];
+    let failed = env.ingest("r.csv", &[&["--wait"][..], &policies].concat());
     assert_eq!(failed.code, 1);
     let failed_id = str_of(&failed.json()["job_id"]).to_owned();
 
@@ -398,6 +408,28 @@ async fn retry_checks_the_etag_and_links_the_jobs() {
         .await
         .unwrap();
     assert_eq!(items as u64, stats.distinct_valid_skus);
+    // Each successor runs under the policies its first job was started with.
+    for job in [&retried_id, str_of(&repaired["job_id"])] {
+        let (heartbeat, budget, backoff, duration, deadline_after): (i64, i32, i64, i64, f64) =
+            sqlx::query_as(
+                "SELECT heartbeat_timeout_secs, history_event_budget, retry_max_interval_secs,
+                        max_job_duration_secs,
+                        extract(epoch FROM deadline_at - created_at)::float8
+                 FROM etl_jobs WHERE id = $1::uuid",
+            )
+            .bind(job)
+            .fetch_one(&env.pg)
+            .await
+            .unwrap();
+        assert_eq!(
+            (heartbeat, budget, backoff, duration),
+            (45, 5000, 7, 48 * 3600)
+        );
+        assert!(
+            (48.0 * 3600.0 - 60.0..48.0 * 3600.0 + 60.0).contains(&deadline_after),
+            "deadline {deadline_after} s after the job's start"
+        );
+    }
     // One observation per row of the object version, however many jobs ingested it, and no
     // physical duplicate either: the repair's inserts carried the same tokens.
     assert_eq!(observations(&env, "r.csv").await, stats.rows_valid);

@@ -150,8 +150,10 @@ impl PgStore {
         sqlx::query(
             "INSERT INTO etl_jobs (id, workflow_id, source, bucket, object_key, etag, dry_run,
                                    chunk_bytes, supersedes_job_id, max_record_bytes, partial,
-                                   allow_mass_delist)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                   allow_mass_delist, heartbeat_timeout_secs,
+                                   history_event_budget, retry_max_interval_secs,
+                                   max_job_duration_secs)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(job_id)
@@ -166,6 +168,10 @@ impl PgStore {
         .bind(options.max_record_bytes as i64)
         .bind(options.partial)
         .bind(options.allow_mass_delist)
+        .bind(options.heartbeat_timeout_secs as i64)
+        .bind(options.history_event_budget as i32)
+        .bind(options.retry_max_interval_secs as i64)
+        .bind(options.max_job_duration_secs as i64)
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query(
