@@ -13,11 +13,7 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{
-    ObjectVersion, PgStore,
-    chunks::{CatalogWrite, WrittenItem},
-    parse_job_id,
-};
+use super::{ObjectVersion, PgStore, parse_job_id};
 use crate::{
     chunk::{ParsedChunk, ValidRow},
     contract::FieldError,
@@ -25,6 +21,30 @@ use crate::{
     item_hash::{catalog_digest, content_hash},
     model::{CatalogSide, DelistOutcome},
 };
+
+/// How a chunk may change the current catalog, decided under the source row's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogWrite {
+    /// A dry run, or an object older than its source's newest snapshot: history, invalid rows
+    /// and the ledger only.
+    Nothing,
+    /// The object is its source's newest snapshot: no older object can write the catalog any
+    /// more, so an unchanged item's row is left alone (its version stays older).
+    Snapshot,
+    /// Any other object (partial, or newer than every snapshot): every row moves forward to
+    /// this version, changed or not, so that an older partial object arriving later cannot
+    /// overwrite it.
+    Forward,
+}
+
+/// A catalog row a chunk wrote: what ClickHouse's copy needs besides the parsed item.
+#[derive(Debug, Clone)]
+pub struct WrittenItem {
+    pub sku: String,
+    pub revision: i64,
+    pub digest: String,
+    pub relisted: bool,
+}
 
 /// The mass-delist guard: more than this share of the source's listed items, and more than
 /// `MASS_DELIST_MIN_ITEMS` items, is refused unless the job allows it.

@@ -7,7 +7,11 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{ObjectVersion, PgStore, catalog, parse_job_id};
+use super::{
+    ObjectVersion, PgStore,
+    catalog::{self, CatalogWrite, WrittenItem},
+    parse_job_id,
+};
 use crate::{
     chunk::ParsedChunk,
     error::EtlError,
@@ -40,30 +44,6 @@ pub struct ChunkCommit {
     work_job: uuid::Uuid,
     chunk_index: u32,
     pub mode: CatalogWrite,
-}
-
-/// How a chunk may change the current catalog, decided under the source row's lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CatalogWrite {
-    /// A dry run, or an object older than its source's newest snapshot: history, invalid rows
-    /// and the ledger only.
-    Nothing,
-    /// The object is its source's newest snapshot: no older object can write the catalog any
-    /// more, so an unchanged item's row is left alone (its version stays older).
-    Snapshot,
-    /// Any other object (partial, or newer than every snapshot): every row moves forward to
-    /// this version, changed or not, so that an older partial object arriving later cannot
-    /// overwrite it.
-    Forward,
-}
-
-/// A catalog row a chunk wrote: what ClickHouse's copy needs besides the parsed item.
-#[derive(Debug, Clone)]
-pub struct WrittenItem {
-    pub sku: String,
-    pub revision: i64,
-    pub digest: String,
-    pub relisted: bool,
 }
 
 pub enum Begun {

@@ -16,8 +16,9 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+pub use catalog::WrittenItem;
 pub use catalog::{CatalogItemRow, DelistStep, Delisting};
-pub use chunks::{Begun, ChunkCommit, ChunkWork, WrittenItem};
+pub use chunks::{Begun, ChunkCommit, ChunkWork};
 pub use jobs::{JobFacts, JobState, PlanWriter, SourceActivity};
 
 use crate::{
