@@ -25,14 +25,8 @@ export ETL_TASK_QUEUE="bench-reconcile-$$" ETL_METRICS_ADDR=
 "$bin/etlctl" migrate
 
 log="$dir/reconcile-worker.log"
-RUST_LOG=warn "$bin/etl-worker" >"$log" 2>&1 &
-worker=$!
-trap 'kill "$worker" 2>/dev/null; wait "$worker" 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  grep -q "etl-worker ready" "$log" && break
-  kill -0 "$worker" 2>/dev/null || { echo "worker failed to start:"; cat "$log"; exit 1; }
-  sleep 0.1
-done
+source scripts/worker.sh
+start_worker "$log"
 
 stamp=$(date +%s)
 ingest() { # source seed

@@ -37,14 +37,8 @@ echo "== uploading $(du -h "$file" | cut -f1) to $uri"
 
 queue="bench-runaway-$$"
 log="$dir/runaway-worker.log"
-ETL_TASK_QUEUE="$queue" ETL_METRICS_ADDR= "$bin/etl-worker" >"$log" 2>&1 &
-worker=$!
-trap 'kill "$worker" 2>/dev/null; wait "$worker" 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  grep -q "etl-worker ready" "$log" && break
-  kill -0 "$worker" 2>/dev/null || { echo "worker failed to start:"; cat "$log"; exit 1; }
-  sleep 0.1
-done
+source scripts/worker.sh
+start_worker "$log" ETL_TASK_QUEUE="$queue" ETL_METRICS_ADDR=
 
 echo "== ingesting (the job must fail with record_too_large)"
 started=$(date +%s.%N)

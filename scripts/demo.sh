@@ -11,15 +11,8 @@ uri="s3://catalog/cotopaxi/cotopaxi_2026-05-14T16-54-05.csv"
 rows="${DEMO_ROWS:-20000}"
 
 log="$state/demo-worker.log"
-"$bin/etl-worker" >"$log" 2>&1 &
-worker=$!
-trap 'kill "$worker" 2>/dev/null; wait "$worker" 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  grep -q "etl-worker ready" "$log" && break
-  kill -0 "$worker" 2>/dev/null || { echo "worker failed to start:"; cat "$log"; exit 1; }
-  sleep 0.1
-done
-grep -q "etl-worker ready" "$log" || { echo "worker not ready after 60 s; see $log"; exit 1; }
+source scripts/worker.sh
+start_worker "$log"
 echo "== worker running (log: $log)"
 
 echo "== uploading a generated catalog of $rows rows to $uri"

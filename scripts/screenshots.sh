@@ -14,14 +14,9 @@ ETL_SCREENSHOTS_DIR="$PWD/docs" cargo test --release --workspace -- --exact \
 
 work=$(mktemp -d)
 export ETL_TASK_QUEUE="screenshots-$$" ETL_METRICS_ADDR=""
-"$bin/etl-worker" >"$work/worker.log" 2>&1 &
-worker=$!
-trap 'kill "$worker" 2>/dev/null; wait "$worker" 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 600); do
-  grep -q "etl-worker ready" "$work/worker.log" && break
-  kill -0 "$worker" 2>/dev/null || { cat "$work/worker.log"; exit 1; }
-  sleep 0.1
-done
+source scripts/worker.sh
+start_worker "$work/worker.log"
+trap 'stop_worker; rm -rf "$work"' EXIT
 uri="s3://catalog/screenshots/cotopaxi_$(date -u +%Y-%m-%dT%H-%M-%S).csv"
 "$bin/etlctl" generate --rows 200000 --seed 2026 --upload "$uri" >/dev/null
 script -qfec "stty cols 110 rows 12; '$bin/etlctl' ingest '$uri' --source cotopaxi --parallel 2 --chunk-bytes 2097152 --wait" \
