@@ -9,29 +9,41 @@ use chrono::{DateTime, Utc};
 use clickhouse::{Client, Row};
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
-use std::time::Duration;
+use std::{collections::HashSet, ops::RangeInclusive, time::Duration};
 
 use crate::{
     chunk::{ParsedChunk, ValidRow},
     config::Config,
     contract::Availability,
     error::EtlError,
-    item_hash::price_micros,
+    item_hash::micros,
     model::CatalogSide,
-    pg::{CatalogItemRow, ObjectVersion},
+    pg::{CatalogItemRow, DelistedItem, ObjectVersion},
 };
 
 /// Versioned DDL, applied once each and recorded in `schema_migrations`.
-const MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_catalog_items",
-        include_str!("../../migrations/clickhouse/0001_catalog_items.sql"),
-    ),
-    (
-        "0002_catalog_item_observations",
-        include_str!("../../migrations/clickhouse/0002_catalog_item_observations.sql"),
-    ),
-];
+fn migrations() -> [(&'static str, String); 3] {
+    [
+        (
+            "0001_catalog_items",
+            include_str!("../../migrations/clickhouse/0001_catalog_items.sql").to_owned(),
+        ),
+        (
+            "0002_catalog_item_observations",
+            include_str!("../../migrations/clickhouse/0002_catalog_item_observations.sql")
+                .to_owned(),
+        ),
+        // The digest covers every stored field now (Postgres' migration
+        // 20261204000001_exact_ordering recomputes its side); the expression lives here, once.
+        (
+            "0003_catalog_item_digest_all_fields",
+            format!(
+                "ALTER TABLE catalog_items UPDATE digest = {} WHERE 1",
+                digest_expr()
+            ),
+        ),
+    ]
+}
 
 /// The oldest ClickHouse the worker runs against: `ReplacingMergeTree(version, is_deleted)`,
 /// `insert_deduplication_token` on non-replicated tables and typed RowBinary all need it.
@@ -174,7 +186,7 @@ impl ChStore {
             .await?;
         if !tables.iter().any(|t| t == "schema_migrations")
             && tables.iter().any(|t| {
-                MIGRATIONS
+                migrations()
                     .iter()
                     .any(|(name, _)| name.ends_with(t.as_str()))
             })
@@ -199,11 +211,16 @@ impl ChStore {
             .query("SELECT version FROM schema_migrations FINAL")
             .fetch_all()
             .await?;
-        for (version, ddl) in MIGRATIONS {
-            if applied.iter().any(|a| a == version) {
+        for (version, ddl) in migrations() {
+            if applied.iter().any(|a| *a == version) {
                 continue;
             }
-            self.client.query(ddl).execute().await?;
+            // A migration that rewrites rows (a mutation) is done when it returns.
+            self.client
+                .query(&ddl)
+                .with_option("mutations_sync", "2")
+                .execute()
+                .await?;
             self.client
                 .query("INSERT INTO schema_migrations (version) VALUES (?)")
                 .bind(version)
@@ -213,14 +230,56 @@ impl ChStore {
         Ok(())
     }
 
-    /// Observations of a chunk's valid rows, in one block whose token makes a repeat a no-op.
+    /// Row numbers of the object version's observations already stored in `rows` (raw, so a
+    /// row stored twice shows twice). Read through the sort key's prefix.
+    async fn observed_row_numbers(
+        &self,
+        observed: &Observed<'_>,
+        rows: RangeInclusive<u64>,
+    ) -> Result<Vec<u64>, EtlError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT row_number FROM catalog_item_observations
+                 WHERE source = ? AND observed_at = fromUnixTimestamp64Micro(?, 'UTC')
+                   AND object_version = toUUID(?) AND row_number BETWEEN ? AND ?",
+            )
+            .bind(observed.source)
+            .bind(observed.version.modified_at.timestamp_micros())
+            .bind(observed.version_id.to_string())
+            .bind(*rows.start())
+            .bind(*rows.end())
+            .fetch_all()
+            .await?)
+    }
+
+    /// The observations of a chunk's valid rows (rows `rows` of the object version) that
+    /// ClickHouse does not hold yet: exactly one observation per (object version, row), however
+    /// many jobs ingest the version and however long after each other, without relying on
+    /// ClickHouse's deduplication window. The block's token still drops the insert of an
+    /// attempt that runs at the same moment as another one.
     pub async fn insert_observations(
         &self,
         observed: &Observed<'_>,
+        rows: RangeInclusive<u64>,
         parsed: &ParsedChunk,
         token: &str,
     ) -> Result<(), EtlError> {
         if parsed.valid.is_empty() {
+            return Ok(());
+        }
+        let stored = self.observed_row_numbers(observed, rows).await?;
+        let missing: Vec<&ValidRow> = if stored.is_empty() {
+            parsed.valid.iter().collect()
+        } else {
+            let stored: HashSet<u64> = stored.into_iter().collect();
+            parsed
+                .valid
+                .iter()
+                .filter(|row| !stored.contains(&row.row_number))
+                .collect()
+        };
+        if missing.is_empty() {
             return Ok(());
         }
         let mut insert = self
@@ -229,7 +288,7 @@ impl ChStore {
             .await?
             .with_option("insert_deduplication_token", token)
             .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
-        for row in &parsed.valid {
+        for row in missing {
             let item = &row.item;
             insert
                 .write(&ObservationRow {
@@ -239,7 +298,7 @@ impl ChStore {
                     row_number: row.row_number,
                     sku: &item.sku,
                     object_key: &observed.version.key,
-                    price: price_micros(item.price),
+                    price: micros(item.price),
                     currency: &item.currency,
                     availability: item.availability.map(Availability::as_str).unwrap_or(""),
                     in_stock: u8::from(item.availability == Some(Availability::InStock)),
@@ -251,14 +310,35 @@ impl ChStore {
     }
 
     /// One observation per delisted item (availability `delisted`, row 0) at the delisting
-    /// object's time.
+    /// object's time, for the items whose delisting observation ClickHouse does not hold yet.
     pub async fn insert_delistings(
         &self,
         observed: &Observed<'_>,
-        rows: &[CatalogItemRow],
+        items: &[DelistedItem],
         token: &str,
     ) -> Result<(), EtlError> {
-        if rows.is_empty() {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let stored: HashSet<String> = self
+            .client
+            .query(
+                "SELECT sku FROM catalog_item_observations
+                 WHERE source = ? AND observed_at = fromUnixTimestamp64Micro(?, 'UTC')
+                   AND object_version = toUUID(?) AND row_number = 0",
+            )
+            .bind(observed.source)
+            .bind(observed.version.modified_at.timestamp_micros())
+            .bind(observed.version_id.to_string())
+            .fetch_all::<String>()
+            .await?
+            .into_iter()
+            .collect();
+        let missing: Vec<&DelistedItem> = items
+            .iter()
+            .filter(|item| !stored.contains(&item.sku))
+            .collect();
+        if missing.is_empty() {
             return Ok(());
         }
         let mut insert = self
@@ -267,17 +347,17 @@ impl ChStore {
             .await?
             .with_option("insert_deduplication_token", token)
             .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
-        for row in rows {
+        for item in missing {
             insert
                 .write(&ObservationRow {
                     source: observed.source,
                     observed_at: observed.version.modified_at,
                     object_version: observed.version_id,
                     row_number: 0,
-                    sku: &row.sku,
+                    sku: &item.sku,
                     object_key: &observed.version.key,
-                    price: price_micros(row.price),
-                    currency: &row.currency,
+                    price: micros(item.price),
+                    currency: &item.currency,
                     availability: "delisted",
                     in_stock: 0,
                 })
@@ -313,7 +393,7 @@ impl ChStore {
                     brand: item.brand.as_deref(),
                     category: item.category.as_deref(),
                     description: item.description.as_deref(),
-                    price: price_micros(item.price),
+                    price: micros(item.price),
                     currency: &item.currency,
                     weight_grams: item.weight_grams.and_then(|w| w.to_f64()),
                     availability: item.availability.map(Availability::as_str),
@@ -361,7 +441,7 @@ impl ChStore {
                     brand: row.brand.as_deref(),
                     category: row.category.as_deref(),
                     description: row.description.as_deref(),
-                    price: price_micros(row.price),
+                    price: micros(row.price),
                     currency: &row.currency,
                     weight_grams: row.weight_grams.and_then(|w| w.to_f64()),
                     availability: row.availability.as_deref(),
@@ -384,56 +464,58 @@ impl ChStore {
         Ok(())
     }
 
-    /// (observations, distinct skus) of one object version, deduplicated with `FINAL`, read
-    /// through the sort key's prefix (source, object time, version): its cost does not grow
-    /// with other sources' or other versions' history. Delisting observations (row 0) are not
-    /// rows of the object and are left out.
+    /// Observations of one object version (its rows, not its delisting observations at row
+    /// 0): raw rows, rows under `FINAL`, and distinct skus. Read through the sort key's prefix
+    /// (source, object time, version), so the cost does not grow with other history. Raw and
+    /// `FINAL` agree when every row is stored once.
     pub async fn version_counts(
         &self,
         source: &str,
         version: &ObjectVersion,
         version_id: uuid::Uuid,
-    ) -> Result<(u64, u64), EtlError> {
-        let (rows, skus) = self
-            .client
-            .query(
-                "SELECT count(), uniqExact(sku) FROM catalog_item_observations FINAL
+    ) -> Result<VersionCounts, EtlError> {
+        let query = |table: &str| {
+            format!(
+                "SELECT count(), uniqExact(sku) FROM {table}
                  WHERE source = ? AND observed_at = fromUnixTimestamp64Micro(?, 'UTC')
-                   AND object_version = toUUID(?) AND row_number > 0",
+                   AND object_version = toUUID(?) AND row_number > 0"
             )
-            .bind(source)
-            .bind(version.modified_at.timestamp_micros())
-            .bind(version_id.to_string())
-            .fetch_one::<(u64, u64)>()
-            .await?;
-        Ok((rows, skus))
+        };
+        let raw = query("catalog_item_observations");
+        let deduplicated = query("catalog_item_observations FINAL");
+        let run = |sql: String| {
+            self.client
+                .query(&sql)
+                .bind(source)
+                .bind(version.modified_at.timestamp_micros())
+                .bind(version_id.to_string())
+                .fetch_one::<(u64, u64)>()
+        };
+        let ((raw, _), (rows, skus)) = tokio::try_join!(run(raw), run(deduplicated))?;
+        Ok(VersionCounts { raw, rows, skus })
     }
 
     /// ClickHouse's side of the catalog comparison, computed in the server over the source's
-    /// rows only (the sort key's prefix): listed and delisted counts, the checksum of the listed
-    /// items' digests (as Postgres computes it), and listed items whose fields no longer match
-    /// their digest.
-    pub async fn catalog_side(&self, source: &str) -> Result<CatalogSide, EtlError> {
-        let (listed, checksum, inconsistent) = self
+    /// rows only (the sort key's prefix): each item's latest row (the highest revision, listed or
+    /// delisted), counted, and the checksum of their digests; with `recompute`, each digest is
+    /// built again from the row's columns and rows whose stored digest no longer matches are
+    /// counted (changed behind the pipeline's back).
+    pub async fn catalog_side(
+        &self,
+        source: &str,
+        recompute: bool,
+    ) -> Result<CatalogSide, EtlError> {
+        let (listed, delisted, checksum, inconsistent) = self
             .client
             .query(&format!(
-                "SELECT count(), toString(sum({})), countIf(digest != {})
-                 FROM catalog_items FINAL WHERE source = ?",
-                checksum_expr(),
-                digest_expr()
+                "SELECT countIf(deleted = 0), countIf(deleted = 1), toString(sum({})),
+                        countIf(stored != d)
+                 FROM ({})",
+                checksum_of("d"),
+                latest_rows(recompute, "")
             ))
             .bind(source)
-            .fetch_one::<(u64, String, u64)>()
-            .await?;
-        let delisted: u64 = self
-            .client
-            .query(
-                "SELECT count() FROM (
-                     SELECT argMax(is_deleted, revision) AS deleted FROM catalog_items
-                     WHERE source = ? GROUP BY sku) WHERE deleted = 1",
-            )
-            .bind(source)
-            .fetch_one()
+            .fetch_one::<(u64, u64, String, u64)>()
             .await?;
         Ok(CatalogSide {
             listed,
@@ -443,36 +525,38 @@ impl ChStore {
         })
     }
 
-    /// Per bucket (the first two hex digits of md5(sku)): listed items and their checksum.
+    /// Per bucket (the first two hex digits of md5(sku)): items and their checksum.
     pub async fn catalog_buckets(
         &self,
         source: &str,
+        recompute: bool,
     ) -> Result<Vec<(String, u64, String)>, EtlError> {
         Ok(self
             .client
             .query(&format!(
                 "SELECT substring(lower(hex(MD5(sku))), 1, 2) AS bucket, count(),
                         toString(sum({}))
-                 FROM catalog_items FINAL WHERE source = ? GROUP BY bucket ORDER BY bucket",
-                checksum_expr()
+                 FROM ({}) GROUP BY bucket ORDER BY bucket",
+                checksum_of("d"),
+                latest_rows(recompute, "")
             ))
             .bind(source)
             .fetch_all::<(String, u64, String)>()
             .await?)
     }
 
-    /// (sku, digest) of the listed items of some buckets.
+    /// (sku, digest) of the items of some buckets.
     pub async fn catalog_digests(
         &self,
         source: &str,
         buckets: &[String],
+        recompute: bool,
     ) -> Result<Vec<(String, String)>, EtlError> {
         Ok(self
             .client
             .query(&format!(
-                "SELECT sku, {} FROM catalog_items FINAL
-                 WHERE source = ? AND substring(lower(hex(MD5(sku))), 1, 2) IN ?",
-                digest_expr()
+                "SELECT sku, d FROM ({})",
+                latest_rows(recompute, "AND substring(lower(hex(MD5(sku))), 1, 2) IN ?")
             ))
             .bind(source)
             .bind(buckets)
@@ -481,23 +565,77 @@ impl ChStore {
     }
 }
 
-/// The text Postgres' `catalog_digest()` hashes, from ClickHouse's own columns (a
-/// `Decimal(18, 6)` is stored as its count of millionths).
-const DIGEST_TEXT: &str = "concat(sku, '\\x1F', \
-     ifNull(toString(reinterpretAsInt64(price)), ''), '\\x1F', currency, '\\x1F', \
-     ifNull(availability, ''), '\\x1F', toString(toUnixTimestamp64Micro(object_modified_at)), \
-     '\\x1F', object_key, '\\x1F', object_etag, '\\x1F', toString(row_number))";
+/// Observation counts of one object version ([`ChStore::version_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionCounts {
+    /// Rows as stored: a row stored twice counts twice.
+    pub raw: u64,
+    /// Rows under `FINAL`.
+    pub rows: u64,
+    /// Distinct skus under `FINAL`.
+    pub skus: u64,
+}
 
-/// The digest recomputed from the row's fields.
+/// Each item's latest row of one source (`?`), listed or delisted: `sku`, `deleted`, the
+/// `stored` digest and `d`, the digest compared (recomputed from the columns with
+/// `recompute`). `FINAL` would hide delisted items, so the latest row is picked by revision.
+fn latest_rows(recompute: bool, filter: &str) -> String {
+    if recompute {
+        format!(
+            "SELECT sku, is_deleted AS deleted, digest AS stored, {} AS d FROM catalog_items
+             WHERE source = ? {filter}
+             ORDER BY sku, revision DESC LIMIT 1 BY sku",
+            digest_expr()
+        )
+    } else {
+        format!(
+            "SELECT sku, argMax(is_deleted, revision) AS deleted,
+                    argMax(digest, revision) AS stored, stored AS d
+             FROM catalog_items WHERE source = ? {filter} GROUP BY sku"
+        )
+    }
+}
+
+/// The text Postgres' `catalog_item_digest()` and the worker's
+/// [`crate::item_hash::catalog_digest`] hash, from ClickHouse's own columns: lengths in bytes,
+/// `N` for NULL, a `Decimal(18, 6)` read as its count of millionths, the weight in micrograms,
+/// attributes in the stored JSON's (sorted) key order.
+const DIGEST_TEXT: &str = "concat(\
+     toString(length(sku)), ':', sku, '\\x1F', \
+     toString(length(name)), ':', name, '\\x1F', \
+     if(isNull(brand), 'N', concat(toString(length(assumeNotNull(brand))), ':', \
+        assumeNotNull(brand))), '\\x1F', \
+     if(isNull(category), 'N', concat(toString(length(assumeNotNull(category))), ':', \
+        assumeNotNull(category))), '\\x1F', \
+     if(isNull(description), 'N', concat(toString(length(assumeNotNull(description))), ':', \
+        assumeNotNull(description))), '\\x1F', \
+     if(isNull(price), 'N', toString(reinterpretAsInt64(assumeNotNull(price)))), '\\x1F', \
+     toString(length(currency)), ':', currency, '\\x1F', \
+     if(isNull(weight_grams), 'N', \
+        toString(toInt64(round(assumeNotNull(weight_grams) * 1000000)))), '\\x1F', \
+     if(isNull(availability), 'N', concat(toString(length(assumeNotNull(availability))), ':', \
+        assumeNotNull(availability))), '\\x1F', \
+     toString(length(product_url)), ':', product_url, '\\x1F', \
+     toString(length(image_urls)), ':', arrayStringConcat(image_urls, '\\x1E'), '\\x1F', \
+     toString(length(JSONExtractKeysAndValues(attributes, 'String'))), ':', \
+     arrayStringConcat(arrayMap(kv -> concat(toString(length(kv.1)), ':', kv.1, \
+        toString(length(kv.2)), ':', kv.2), JSONExtractKeysAndValues(attributes, 'String'))), \
+     '\\x1F', if(is_deleted = 1, 'D', 'L'), '\\x1F', \
+     toString(toUnixTimestamp64Micro(object_modified_at)), '\\x1F', \
+     toString(length(object_key)), ':', object_key, '\\x1F', \
+     toString(length(object_etag)), ':', object_etag, '\\x1F', \
+     toString(row_number))";
+
+/// The digest recomputed from the row's columns.
 fn digest_expr() -> String {
     format!("lower(hex(MD5({DIGEST_TEXT})))")
 }
 
-/// The first 60 bits of the recomputed digest, as Postgres' `('x' || substr(digest, 1, 15))
+/// The first 60 bits of a hex digest column, as Postgres' `('x' || substr(digest, 1, 15))
 /// ::bit(60)::bigint` reads them; summed as UInt128 so no sum overflows.
-fn checksum_expr() -> String {
+fn checksum_of(digest: &str) -> String {
     format!(
-        "toUInt128(bitShiftRight(reinterpretAsUInt64(reverse(substring(MD5({DIGEST_TEXT}), 1, 8))), 4))"
+        "toUInt128(bitShiftRight(reinterpretAsUInt64(reverse(unhex(substring({digest}, 1, 16)))), 4))"
     )
 }
 

@@ -1,9 +1,10 @@
 //! Parsing one planned chunk into valid items and invalid rows (pure, no I/O).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::{
     contract::{Column, FieldError, Header, HeaderError, RawRecord, ValidItem, validate_record},
+    item_hash::mention_hash,
     records::{RecordFields, RecordReader},
 };
 
@@ -47,6 +48,29 @@ impl ParsedChunk {
         // between chunks that share skus.
         rows.sort_by(|a, b| a.item.sku.cmp(&b.item.sku));
         rows
+    }
+
+    /// The skus of the chunk's valid rows that the object mentions more than once: twice in
+    /// this chunk (valid or invalid rows alike), or in another chunk as well (`shared`: the
+    /// plan's sorted mention hashes that other chunks carry too).
+    pub fn mentioned_more_than_once(&self, shared: &[i64]) -> HashSet<&str> {
+        let mut seen: HashMap<&str, u32> = HashMap::with_capacity(self.valid.len());
+        let mentions = self
+            .valid
+            .iter()
+            .map(|row| row.item.sku.as_str())
+            .chain(self.invalid.iter().filter_map(|row| row.sku.as_deref()));
+        for sku in mentions {
+            *seen.entry(sku).or_default() += 1;
+        }
+        self.valid
+            .iter()
+            .map(|row| row.item.sku.as_str())
+            .filter(|sku| {
+                seen.get(sku).is_some_and(|&n| n > 1)
+                    || shared.binary_search(&mention_hash(sku)).is_ok()
+            })
+            .collect()
     }
 }
 
@@ -99,7 +123,7 @@ pub fn parse_chunk(header: &Header, bytes: &[u8], first_row: u64) -> ParsedChunk
 }
 
 /// A sku field as read: NUL bytes removed and trimmed; `None` when empty or not UTF-8.
-fn mentioned_sku(raw: &[u8]) -> Option<String> {
+pub(crate) fn mentioned_sku(raw: &[u8]) -> Option<String> {
     let text = if raw.contains(&0) {
         String::from_utf8(raw.iter().copied().filter(|&b| b != 0).collect()).ok()?
     } else {

@@ -114,6 +114,8 @@ pub mod failure_type {
     pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
     /// Set by the workflow: an activity failed in a way the workflow could not classify.
     pub const INTERNAL: &str = "internal";
+    /// Set by a workflow run that found its job ended (`failed` or `cancelled`) already.
+    pub const JOB_ENDED: &str = "job_ended";
 }
 
 impl EtlError {

@@ -1,108 +1,236 @@
-//! What identifies a catalog item's content:
+//! What identifies a catalog item's content and state:
 //!
-//! - the content hash: every field the catalog stores, so a snapshot that repeats an item
-//!   unchanged leaves its row alone. 128 bits of SHA-256 over a length-prefixed encoding: two
-//!   different items never share a hash in practice, and a false "unchanged" would lose a
-//!   change, so nothing weaker is used;
-//! - the catalog digest: md5 of the fields reconcile compares between the stores (sku, price,
-//!   currency, availability, version), byte for byte the text Postgres' `catalog_digest()` and
-//!   ClickHouse's expression hash, so each store can check its rows against it.
+//! - the content hash: every content field of an item, so a snapshot that repeats an item
+//!   unchanged leaves its row alone. 128 bits of BLAKE3 over a length-prefixed encoding: a false
+//!   "unchanged" would lose a change, so the hash is cryptographic, and BLAKE3 is the fast one.
+//!   Only the worker computes it; Postgres stores it and compares it;
+//! - the catalog digest: md5 of *every* stored field of a catalog row (content, listed or
+//!   delisted, version), byte for byte the text Postgres' `catalog_item_digest()` and
+//!   ClickHouse's expression hash (see [`crate::ch`]), so each store can check its rows
+//!   against it and the two stores can be compared without reading rows;
+//! - the mention hash: 64 bits of a sku field as read, which the planner records per chunk to
+//!   find skus that more than one record of an object mentions. A collision only makes a sku
+//!   look mentioned twice, which costs one write, never a wrong value.
+
+use std::{collections::BTreeMap, fmt::Write};
 
 use chrono::{DateTime, Utc};
-use md5::Md5;
+use md5::{Digest as _, Md5};
 use rust_decimal::{Decimal, RoundingStrategy};
-use sha2::{Digest, Sha256};
 
 use crate::contract::ValidItem;
 
-/// Prices in millionths, rounded half away from zero as Postgres' `round(price, 6)` does:
-/// ClickHouse stores `Decimal(18, 6)`, and digests compare this figure. Prices are below
-/// 10,000,000 by contract, so it never overflows.
-pub fn price_micros(price: Option<Decimal>) -> Option<i64> {
-    price.and_then(|p| {
-        let mut scaled = p.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero);
+/// Millionths, rounded half away from zero as Postgres' `round(x, 6)` does: ClickHouse stores
+/// prices as `Decimal(18, 6)`, and digests compare prices and weights in this unit. Prices are
+/// below 10,000,000 by contract and weights fit as well, so it never overflows.
+pub fn micros(value: Option<Decimal>) -> Option<i64> {
+    value.and_then(|v| {
+        let mut scaled = v.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero);
         scaled.rescale(6);
         i64::try_from(scaled.mantissa()).ok()
     })
 }
 
-/// The reconcile digest of an item as written from an object version and row.
-// One argument per parameter of Postgres' `catalog_digest()`, in its order: the two must hash
-// the same text, and reading them side by side is how that is checked.
-#[allow(clippy::too_many_arguments)]
-pub fn catalog_digest(
-    sku: &str,
-    price: Option<Decimal>,
-    currency: &str,
-    availability: Option<&str>,
-    modified_at: DateTime<Utc>,
-    object_key: &str,
-    etag: &str,
-    row_number: i64,
-) -> String {
-    use std::fmt::Write;
-    let mut text = String::with_capacity(sku.len() + object_key.len() + etag.len() + 64);
-    let _ = write!(
-        text,
-        "{sku}\x1f{}\x1f{currency}\x1f{}\x1f{}\x1f{object_key}\x1f{etag}\x1f{row_number}",
-        price_micros(price)
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-        availability.unwrap_or_default(),
-        modified_at.timestamp_micros(),
+/// An item's catalog state in the terms of the digest: every field Postgres and ClickHouse
+/// store for it.
+pub struct DigestFields<'a> {
+    pub sku: &'a str,
+    pub name: &'a str,
+    pub brand: Option<&'a str>,
+    pub category: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub price: Option<Decimal>,
+    pub currency: &'a str,
+    pub weight_grams: Option<Decimal>,
+    pub availability: Option<&'a str>,
+    pub product_url: &'a str,
+    pub image_urls: &'a [String],
+    pub attributes: &'a BTreeMap<String, String>,
+    pub listed: bool,
+    pub modified_at: DateTime<Utc>,
+    pub object_key: &'a str,
+    pub object_etag: &'a str,
+    pub row_number: i64,
+}
+
+impl<'a> DigestFields<'a> {
+    /// A row written from a valid record of an object version.
+    pub fn of_item(
+        item: &'a ValidItem,
+        modified_at: DateTime<Utc>,
+        object_key: &'a str,
+        object_etag: &'a str,
+        row_number: i64,
+    ) -> Self {
+        Self {
+            sku: &item.sku,
+            name: &item.name,
+            brand: item.brand.as_deref(),
+            category: item.category.as_deref(),
+            description: item.description.as_deref(),
+            price: item.price,
+            currency: &item.currency,
+            weight_grams: item.weight_grams,
+            availability: item.availability.map(|a| a.as_str()),
+            product_url: &item.product_url,
+            image_urls: &item.image_urls,
+            attributes: &item.attributes,
+            listed: true,
+            modified_at,
+            object_key,
+            object_etag,
+            row_number,
+        }
+    }
+}
+
+/// `len:value`, or `N` for NULL: no two different rows share a digest text.
+fn field(text: &mut String, value: Option<&str>) {
+    match value {
+        Some(value) => {
+            let _ = write!(text, "{}:{value}", value.len());
+        }
+        None => text.push('N'),
+    }
+}
+
+fn number(text: &mut String, value: Option<i64>) {
+    match value {
+        Some(value) => {
+            let _ = write!(text, "{value}");
+        }
+        None => text.push('N'),
+    }
+}
+
+/// The digest text: the same bytes Postgres' `catalog_item_digest()` and ClickHouse's
+/// `DIGEST_TEXT` build from their columns.
+fn digest_text(row: &DigestFields<'_>) -> String {
+    const SEP: char = '\x1f';
+    let mut text = String::with_capacity(
+        128 + row.name.len()
+            + row.description.map_or(0, str::len)
+            + row.product_url.len()
+            + row.image_urls.iter().map(|u| u.len() + 1).sum::<usize>(),
     );
+    field(&mut text, Some(row.sku));
+    text.push(SEP);
+    field(&mut text, Some(row.name));
+    text.push(SEP);
+    field(&mut text, row.brand);
+    text.push(SEP);
+    field(&mut text, row.category);
+    text.push(SEP);
+    field(&mut text, row.description);
+    text.push(SEP);
+    number(&mut text, micros(row.price));
+    text.push(SEP);
+    field(&mut text, Some(row.currency));
+    text.push(SEP);
+    number(&mut text, micros(row.weight_grams));
+    text.push(SEP);
+    field(&mut text, row.availability);
+    text.push(SEP);
+    field(&mut text, Some(row.product_url));
+    text.push(SEP);
+    let _ = write!(text, "{}:", row.image_urls.len());
+    for (i, url) in row.image_urls.iter().enumerate() {
+        if i > 0 {
+            text.push('\x1e');
+        }
+        text.push_str(url);
+    }
+    text.push(SEP);
+    let _ = write!(text, "{}:", row.attributes.len());
+    for (name, value) in row.attributes {
+        field(&mut text, Some(name));
+        field(&mut text, Some(value));
+    }
+    text.push(SEP);
+    text.push(if row.listed { 'L' } else { 'D' });
+    text.push(SEP);
+    let _ = write!(text, "{}", row.modified_at.timestamp_micros());
+    text.push(SEP);
+    field(&mut text, Some(row.object_key));
+    text.push(SEP);
+    field(&mut text, Some(row.object_etag));
+    text.push(SEP);
+    let _ = write!(text, "{}", row.row_number);
+    text
+}
+
+/// The reconcile digest of a catalog row (lower-case hex md5).
+pub fn catalog_digest(row: &DigestFields<'_>) -> String {
     let mut hex = String::with_capacity(32);
-    for byte in Md5::digest(text.as_bytes()) {
+    for byte in Md5::digest(digest_text(row).as_bytes()) {
         let _ = write!(hex, "{byte:02x}");
     }
     hex
 }
 
-fn field(hasher: &mut Sha256, value: Option<&str>) {
+fn hash_field(hasher: &mut blake3::Hasher, value: Option<&str>) {
     match value {
-        None => hasher.update([0u8]),
+        None => {
+            hasher.update(&[0]);
+        }
         Some(text) => {
-            hasher.update([1u8]);
-            hasher.update((text.len() as u64).to_le_bytes());
+            hasher.update(&[1]);
+            hasher.update(&(text.len() as u64).to_le_bytes());
             hasher.update(text.as_bytes());
         }
     }
 }
 
+fn hash_number(hasher: &mut blake3::Hasher, value: Option<Decimal>) {
+    match value {
+        None => {
+            hasher.update(&[0]);
+        }
+        // By value: `1.50` and `1.5` are the same price, so repeating it changes nothing.
+        Some(value) => {
+            hasher.update(&[1]);
+            hasher.update(&value.normalize().serialize());
+        }
+    }
+}
+
+/// The content fields of an item (everything but its version and listing).
 pub fn content_hash(item: &ValidItem) -> [u8; 16] {
-    let mut hasher = Sha256::new();
-    field(&mut hasher, Some(&item.sku));
-    field(&mut hasher, Some(&item.name));
-    field(&mut hasher, item.brand.as_deref());
-    field(&mut hasher, item.category.as_deref());
-    field(&mut hasher, item.description.as_deref());
-    field(&mut hasher, item.price.map(|p| p.to_string()).as_deref());
-    field(&mut hasher, Some(&item.currency));
-    field(
-        &mut hasher,
-        item.weight_grams.map(|w| w.to_string()).as_deref(),
-    );
-    field(&mut hasher, item.availability.map(|a| a.as_str()));
-    field(&mut hasher, Some(&item.product_url));
-    hasher.update((item.image_urls.len() as u64).to_le_bytes());
+    let mut hasher = blake3::Hasher::new();
+    hash_field(&mut hasher, Some(&item.sku));
+    hash_field(&mut hasher, Some(&item.name));
+    hash_field(&mut hasher, item.brand.as_deref());
+    hash_field(&mut hasher, item.category.as_deref());
+    hash_field(&mut hasher, item.description.as_deref());
+    hash_number(&mut hasher, item.price);
+    hash_field(&mut hasher, Some(&item.currency));
+    hash_number(&mut hasher, item.weight_grams);
+    hash_field(&mut hasher, item.availability.map(|a| a.as_str()));
+    hash_field(&mut hasher, Some(&item.product_url));
+    hasher.update(&(item.image_urls.len() as u64).to_le_bytes());
     for url in &item.image_urls {
-        field(&mut hasher, Some(url));
+        hash_field(&mut hasher, Some(url));
     }
-    hasher.update((item.attributes.len() as u64).to_le_bytes());
+    hasher.update(&(item.attributes.len() as u64).to_le_bytes());
     for (name, value) in &item.attributes {
-        field(&mut hasher, Some(name));
-        field(&mut hasher, Some(value));
+        hash_field(&mut hasher, Some(name));
+        hash_field(&mut hasher, Some(value));
     }
-    let digest = hasher.finalize();
     let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[..16]);
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
     out
+}
+
+/// The mention hash of a sku field as read (see the module's documentation).
+pub fn mention_hash(sku: &str) -> i64 {
+    let digest = blake3::hash(sku.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_bytes()[..8]);
+    i64::from_le_bytes(first)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::contract::Availability;
 
@@ -116,7 +244,7 @@ mod tests {
             description: None,
             price: Some(Decimal::new(1299, 2)),
             currency: "USD".into(),
-            weight_grams: None,
+            weight_grams: Some(Decimal::new(28_349_523, 6)),
             availability: Some(Availability::InStock),
             image_urls: vec!["https://cdn.example/a.jpg".into()],
             attributes: BTreeMap::from([("Color".into(), "red".into())]),
@@ -124,57 +252,90 @@ mod tests {
     }
 
     #[test]
-    fn prices_round_half_away_from_zero_to_millionths() {
-        assert_eq!(
-            price_micros(Some(Decimal::new(129_950, 2))),
-            Some(1_299_500_000)
-        );
-        assert_eq!(
-            price_micros(Some(Decimal::new(10_000_005, 7))),
-            Some(1_000_001)
-        );
-        assert_eq!(
-            price_micros(Some(Decimal::new(10_000_015, 7))),
-            Some(1_000_002)
-        );
-        assert_eq!(price_micros(None), None);
+    fn millionths_round_half_away_from_zero() {
+        assert_eq!(micros(Some(Decimal::new(129_950, 2))), Some(1_299_500_000));
+        assert_eq!(micros(Some(Decimal::new(10_000_005, 7))), Some(1_000_001));
+        assert_eq!(micros(Some(Decimal::new(10_000_015, 7))), Some(1_000_002));
+        assert_eq!(micros(None), None);
     }
 
-    /// The same text Postgres' `catalog_digest()` hashes (checked against Postgres by every
-    /// reconcile, which recomputes it there).
+    /// The text Postgres' `catalog_item_digest()` and ClickHouse's expression hash; every
+    /// reconcile recomputes it in both stores, which checks the three agree.
     #[test]
-    fn the_digest_hashes_the_fields_reconcile_compares() {
+    fn the_digest_text_covers_every_field_length_prefixed() {
         let at = DateTime::from_timestamp(1_700_000_000, 123_000_000).unwrap();
-        let digest = catalog_digest(
-            "A-1",
-            Some(Decimal::new(1299, 2)),
-            "USD",
-            Some("in_stock"),
-            at,
-            "k.csv",
-            "\"e\"",
-            7,
+        let item = item();
+        let row = DigestFields::of_item(&item, at, "k.csv", "\"e\"", 7);
+        let text = digest_text(&row);
+        assert_eq!(
+            text,
+            "3:A-1\x1f5:Alpha\x1f4:Acme\x1fN\x1fN\x1f12990000\x1f3:USD\x1f28349523\x1f\
+             8:in_stock\x1f22:https://shop.example/a\x1f1:https://cdn.example/a.jpg\x1f\
+             1:5:Color3:red\x1fL\x1f1700000000123000\x1f5:k.csv\x1f3:\"e\"\x1f7"
         );
-        let text = "A-1\x1f12990000\x1fUSD\x1fin_stock\x1f1700000000123000\x1fk.csv\x1f\"e\"\x1f7";
         let expected: String = Md5::digest(text.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        assert_eq!(digest, expected);
-        let no_price = catalog_digest("A-1", None, "USD", None, at, "k.csv", "\"e\"", 7);
-        assert_ne!(no_price, digest);
+        assert_eq!(catalog_digest(&row), expected);
+        let delisted = DigestFields {
+            listed: false,
+            ..DigestFields::of_item(&item, at, "k.csv", "\"e\"", 7)
+        };
+        assert_ne!(catalog_digest(&delisted), expected);
     }
 
     #[test]
-    fn every_field_and_every_boundary_counts() {
+    fn null_and_empty_and_shifted_values_digest_differently() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let empty = BTreeMap::new();
+        let base = DigestFields {
+            sku: "A",
+            name: "n",
+            brand: None,
+            category: Some(""),
+            description: None,
+            price: None,
+            currency: "USD",
+            weight_grams: None,
+            availability: None,
+            product_url: "https://x.example/",
+            image_urls: &[],
+            attributes: &empty,
+            listed: true,
+            modified_at: at,
+            object_key: "k",
+            object_etag: "e",
+            row_number: 1,
+        };
+        let shifted = DigestFields {
+            brand: Some(""),
+            category: None,
+            ..base
+        };
+        assert_ne!(catalog_digest(&base), catalog_digest(&shifted));
+        let one_empty_image = [String::new()];
+        let with_image = DigestFields {
+            image_urls: &one_empty_image,
+            ..base
+        };
+        assert_ne!(catalog_digest(&base), catalog_digest(&with_image));
+    }
+
+    #[test]
+    fn every_content_field_and_every_boundary_counts_but_not_the_scale() {
         let base = content_hash(&item());
         assert_eq!(base, content_hash(&item()));
+        let mut rescaled = item();
+        rescaled.price = Some(Decimal::new(129_900, 4));
+        assert_eq!(content_hash(&rescaled), base, "12.9900 is the price 12.99");
         type Change = Box<dyn Fn(&mut ValidItem)>;
         let changes: Vec<Change> = vec![
             Box::new(|i| i.name.push('!')),
             Box::new(|i| i.brand = None),
             Box::new(|i| i.category = Some(String::new())),
-            Box::new(|i| i.price = Some(Decimal::new(12990, 3))),
+            Box::new(|i| i.price = Some(Decimal::new(12990, 3) + Decimal::new(1, 3))),
+            Box::new(|i| i.weight_grams = None),
             Box::new(|i| i.availability = Some(Availability::OutOfStock)),
             Box::new(|i| i.image_urls.push(String::new())),
             Box::new(|i| {
@@ -191,5 +352,11 @@ mod tests {
             change(&mut changed);
             assert_ne!(content_hash(&changed), base, "change {n}");
         }
+    }
+
+    #[test]
+    fn mention_hashes_are_stable() {
+        assert_eq!(mention_hash("A-1"), mention_hash("A-1"));
+        assert_ne!(mention_hash("A-1"), mention_hash("A-2"));
     }
 }

@@ -2,15 +2,21 @@
 //! writes). Each activity body returns a typed [`EtlError`]; it becomes a retryable or
 //! non-retryable Temporal failure with a type name in exactly one place,
 //! [`EtlError::into_activity_error`].
+//!
+//! The order of the effects across the stores lives in two modules, each stating its states,
+//! locks and invariants: [`chunk_protocol`] (a chunk's commit and copy) and [`job_protocol`]
+//! (a job's end, its delisting and its final status). The activities here only call them.
 
 pub mod audit;
 pub mod ch;
 pub mod chunk;
+pub mod chunk_protocol;
 pub mod config;
 pub mod contract;
 pub mod error;
 pub mod generator;
 pub mod item_hash;
+pub mod job_protocol;
 pub mod metrics;
 pub mod model;
 pub mod ops;
@@ -26,12 +32,11 @@ pub mod verify;
 pub mod visibility;
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use temporalio_macros::activities;
@@ -39,18 +44,20 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::Instrument;
 
 use crate::{
-    ch::{ChStore, Observed, WrittenRow},
-    chunk::{parse_chunk, parse_header},
+    ch::ChStore,
+    chunk::parse_header,
+    chunk_protocol::ChunkStores,
     config::Config,
     error::EtlError,
-    metrics::{CommittedChunk, Metrics, Phase},
+    metrics::Metrics,
     model::{
-        ChunkOutcome, ChunkTask, DelistOutcome, FinalizeRequest, JobStatus, JobTotals,
-        MAX_SUMMARY_RANGES, ObjectMeta, PlanInput, PlanResult, Reconciliation, RetentionBatch,
-        RetentionBatchResult, SourceIngestRequest, SourceListing, object_version_id,
+        ChunkOutcome, ChunkTask, CompletedJob, DelistOutcome, FinalizeRequest, JobOutcome,
+        JobStatus, JobTotals, MAX_SUMMARY_RANGES, ObjectMeta, PlanInput, PlanResult,
+        Reconciliation, RetentionBatch, RetentionBatchResult, SettledJob, SourceIngestRequest,
+        SourceListing,
     },
     pause::PausePoint,
-    pg::{Begun, ChunkWork, DelistStep, ObjectVersion, PgStore},
+    pg::{ObjectVersion, PgStore},
     planner::ChunkPlanner,
     s3::ObjectStore,
     verify::Verification,
@@ -188,11 +195,24 @@ impl EtlActivities {
             })
     }
 
-    async fn finalize_job(&self, request: &FinalizeRequest) -> Result<(), EtlError> {
-        if let Some(source) = self.pg.finalize(&request.job_id, &request.outcome).await? {
-            self.metrics.job_finished(&source, request.outcome.status());
+    /// The clients a chunk or a job's end uses.
+    fn stores(&self) -> ChunkStores<'_> {
+        ChunkStores {
+            pg: &self.pg,
+            ch: &self.ch,
+            s3: &self.s3,
+            metrics: &self.metrics,
         }
-        Ok(())
+    }
+
+    /// The `finalize` of runs started before `job-end-v2`: a completed run's job was completed
+    /// by its `delist` step; any other outcome ends the job as [`ChunkStores::end_unfinished`]
+    /// does.
+    async fn finalize_job(&self, request: &FinalizeRequest) -> Result<(), EtlError> {
+        match &request.outcome {
+            JobOutcome::Completed => self.stores().complete(&request.job_id).await.map(|_| ()),
+            outcome => self.stores().end_unfinished(&request.job_id, outcome).await,
+        }
     }
 
     async fn plan_job(
@@ -206,6 +226,7 @@ impl EtlActivities {
         if job.status != "running" {
             let (chunks, source_rows) = job.planned.unwrap_or((0, 0));
             return Ok(PlanResult {
+                finished_status: Some(job.status),
                 job_id: request.job_id.clone(),
                 chunks,
                 source_rows,
@@ -234,6 +255,7 @@ impl EtlActivities {
             .await?;
         if let Some((chunks, source_rows)) = job.planned {
             return Ok(PlanResult {
+                finished_status: None,
                 job_id: request.job_id.clone(),
                 chunks,
                 source_rows,
@@ -262,8 +284,9 @@ impl EtlActivities {
             .open_range(&request.bucket, &request.key, &request.etag, 0, None)
             .await?;
         let options = &request.options;
-        let mut planner = ChunkPlanner::new(options.chunk_bytes, options.max_record_bytes);
-        let mut plan = self.pg.begin_plan(&request.job_id).await?;
+        let mut planner =
+            ChunkPlanner::new(options.chunk_bytes, options.max_record_bytes).collecting_mentions();
+        let mut plan = self.pg.plan_writer(&request.job_id)?;
         let mut ready = Vec::new();
         let mut chunks = 0u32;
         let mut scanned = 0u64;
@@ -312,6 +335,7 @@ impl EtlActivities {
         )
         .await?;
         Ok(PlanResult {
+            finished_status: None,
             job_id: request.job_id.clone(),
             chunks,
             source_rows: finished.data_rows,
@@ -323,387 +347,6 @@ impl EtlActivities {
                 .await?,
         })
     }
-
-    async fn run_chunk(&self, task: &ChunkTask) -> Result<ChunkOutcome, EtlError> {
-        let work = self
-            .pg
-            .start_chunk_attempt(&task.job_id, task.chunk_index)
-            .await?;
-        tracing::Span::current().record("source", work.source.as_str());
-        if let Some(outcome) = work.committed {
-            if !work.dry_run && !work.clickhouse_written {
-                self.copy_chunk_to_clickhouse(&work.source, work.job_id, work.chunk_index)
-                    .await?;
-            }
-            return Ok(outcome);
-        }
-        let started = Instant::now();
-        let bytes = self
-            .s3
-            .read_range(
-                &work.bucket,
-                &work.version.key,
-                &work.version.etag,
-                work.byte_start,
-                work.byte_end,
-            )
-            .await?;
-        let read = started.elapsed();
-        let header = parse_header(&work.header_raw).map_err(|err| EtlError::PlanMismatch {
-            job_id: task.job_id.clone(),
-            chunk: task.chunk_index,
-            reason: format!("stored header does not parse: {err}"),
-        })?;
-        let first_row = work.first_row;
-        let parsed = tokio::task::spawn_blocking(move || parse_chunk(&header, &bytes, first_row))
-            .await
-            .map_err(|err| EtlError::PlanMismatch {
-                job_id: task.job_id.clone(),
-                chunk: task.chunk_index,
-                reason: format!("parser task failed: {err}"),
-            })?;
-        let parse = started.elapsed() - read;
-        if parsed.rows_total != work.planned_rows {
-            return Err(EtlError::PlanMismatch {
-                job_id: task.job_id.clone(),
-                chunk: task.chunk_index,
-                reason: format!(
-                    "parsed {} records where the plan has {}",
-                    parsed.rows_total, work.planned_rows
-                ),
-            });
-        }
-        pause::reached(PausePoint::ChunkAfterRead).await;
-        let postgres_started = Instant::now();
-        let mut commit = match self.pg.begin_chunk_commit(&work).await {
-            Ok(Begun::Open(commit)) => commit,
-            Ok(Begun::AlreadyCommitted(outcome)) => {
-                tracing::warn!(
-                    job_id = %task.job_id,
-                    chunk = task.chunk_index,
-                    attempt = work.lease,
-                    "stale attempt: another attempt committed the chunk; this one writes nothing"
-                );
-                return Ok(outcome);
-            }
-            Err(err @ EtlError::StaleAttempt { .. }) => {
-                tracing::warn!(job_id = %task.job_id, chunk = task.chunk_index, "{err}");
-                return Err(err);
-            }
-            Err(err) => return Err(err),
-        };
-        let written = if work.dry_run {
-            Vec::new()
-        } else {
-            commit
-                .write_catalog(&work.source, &work.version, &parsed)
-                .await?
-        };
-        commit.record_invalid(&parsed).await?;
-        let mut postgres = postgres_started.elapsed();
-        let mut clickhouse = Duration::ZERO;
-        if !work.dry_run {
-            let observed = observed(&work);
-            let inserting = Instant::now();
-            self.ch
-                .insert_observations(&observed, &parsed, &observation_token(&observed, &work))
-                .await?;
-            clickhouse += inserting.elapsed();
-        }
-        pause::reached(PausePoint::ChunkBeforeCommit).await;
-        let outcome = ChunkOutcome {
-            chunk_index: task.chunk_index,
-            rows_total: parsed.rows_total,
-            rows_valid: parsed.valid.len() as u64,
-            rows_invalid: parsed.invalid.len() as u64,
-        };
-        let committing = Instant::now();
-        commit
-            .commit(&outcome, &parsed, &written, written.is_empty())
-            .await?;
-        postgres += committing.elapsed();
-        self.metrics.chunk_committed(
-            &work.source,
-            CommittedChunk {
-                rows_valid: outcome.rows_valid,
-                rows_invalid: outcome.rows_invalid,
-                bytes: work.byte_end - work.byte_start,
-                relisted: written.iter().filter(|w| w.relisted).count() as u64,
-            },
-        );
-        self.metrics.chunk_phase(Phase::Read, read);
-        self.metrics.chunk_phase(Phase::Parse, parse);
-        self.metrics.chunk_phase(Phase::Postgres, postgres);
-        if !written.is_empty() {
-            pause::reached(PausePoint::ChunkBeforeClickHouse).await;
-            if !self.pg.holds_lease(&work).await? {
-                tracing::warn!(
-                    job_id = %task.job_id,
-                    chunk = task.chunk_index,
-                    attempt = work.lease,
-                    "stale attempt: another attempt took the chunk over; it makes the copy"
-                );
-                return Ok(outcome);
-            }
-            let latest: HashMap<&str, &chunk::ValidRow> = parsed
-                .latest_per_sku()
-                .into_iter()
-                .map(|row| (row.item.sku.as_str(), row))
-                .collect();
-            let rows: Vec<WrittenRow<'_>> = written
-                .iter()
-                .filter_map(|w| {
-                    latest.get(w.sku.as_str()).map(|row| WrittenRow {
-                        row,
-                        revision: w.revision,
-                        digest: &w.digest,
-                    })
-                })
-                .collect();
-            let copying = Instant::now();
-            self.ch
-                .insert_written_items(&work.source, &work.version, work.job_id, &rows)
-                .await?;
-            clickhouse += copying.elapsed();
-            pause::reached(PausePoint::ChunkBeforeLedger).await;
-            if !self.pg.holds_lease(&work).await? {
-                tracing::warn!(
-                    job_id = %task.job_id,
-                    chunk = task.chunk_index,
-                    attempt = work.lease,
-                    "stale attempt: another attempt took the chunk over; it records the copy"
-                );
-                return Ok(outcome);
-            }
-            self.pg
-                .mark_clickhouse_written(work.job_id, work.chunk_index)
-                .await?;
-        }
-        if !work.dry_run {
-            self.metrics.chunk_phase(Phase::ClickHouse, clickhouse);
-        }
-        tracing::info!(
-            rows = outcome.rows_total,
-            written = written.len(),
-            read_ms = read.as_millis() as u64,
-            parse_ms = parse.as_millis() as u64,
-            postgres_ms = postgres.as_millis() as u64,
-            clickhouse_ms = clickhouse.as_millis() as u64,
-            "chunk done"
-        );
-        Ok(outcome)
-    }
-
-    /// Copies a committed chunk's catalog changes to ClickHouse again, from Postgres alone (the
-    /// attempt that committed them died before its copy was confirmed).
-    async fn copy_chunk_to_clickhouse(
-        &self,
-        source: &str,
-        job_id: uuid::Uuid,
-        chunk_index: u32,
-    ) -> Result<(), EtlError> {
-        let skus = self.pg.written_skus(job_id, chunk_index).await?;
-        let rows = self.pg.rows_written_by(source, job_id, &skus).await?;
-        self.ch.insert_catalog_rows(source, &rows).await?;
-        self.pg.mark_clickhouse_written(job_id, chunk_index).await
-    }
-
-    async fn job_totals(&self, job_id: &str) -> Result<JobTotals, EtlError> {
-        let totals = self.pg.totals(job_id).await?;
-        if totals.chunks_committed != totals.chunks {
-            return Err(EtlError::Reconciliation(format!(
-                "only {} of {} chunks are committed",
-                totals.chunks_committed, totals.chunks
-            )));
-        }
-        pause::reached(PausePoint::Aggregate).await;
-        self.pg.store_totals(job_id, &totals).await?;
-        Ok(totals)
-    }
-
-    /// Every change of the job that Postgres committed and ClickHouse has not confirmed is
-    /// copied: committed chunks' catalog rows and the delisting's rows.
-    async fn flush_job(&self, job_id: &str) -> Result<(), EtlError> {
-        let facts = self.pg.job_facts(job_id).await?;
-        if facts.dry_run {
-            return Ok(());
-        }
-        let id = pg::parse_job_id(job_id)?;
-        for chunk in self.pg.chunks_pending_clickhouse(job_id).await? {
-            self.copy_chunk_to_clickhouse(&facts.source, id, chunk)
-                .await?;
-        }
-        if self.pg.delist_pending(job_id).await? {
-            let rows = self.pg.rows_delisted_by(&facts.source, job_id).await?;
-            self.ch.insert_catalog_rows(&facts.source, &rows).await?;
-            self.pg.mark_delist_clickhouse_written(job_id).await?;
-        }
-        Ok(())
-    }
-
-    async fn reconcile_job(&self, job_id: &str) -> Result<Reconciliation, EtlError> {
-        let facts = self.pg.job_facts(job_id).await?;
-        let totals = self.pg.totals(job_id).await?;
-        let (invalid_logged, invalid_pruned) = self.pg.invalid_logged(job_id).await?;
-        let mut mismatches = Vec::new();
-        if totals.rows_total != facts.source_rows {
-            mismatches.push(format!(
-                "chunks hold {} rows, the object has {}",
-                totals.rows_total, facts.source_rows
-            ));
-        }
-        if totals.rows_valid + totals.rows_invalid != totals.rows_total {
-            mismatches.push(format!(
-                "rows_valid {} + rows_invalid {} != rows_total {}",
-                totals.rows_valid, totals.rows_invalid, totals.rows_total
-            ));
-        }
-        if invalid_logged + invalid_pruned != totals.rows_invalid {
-            mismatches.push(format!(
-                "{invalid_logged} invalid rows logged (+{invalid_pruned} pruned), {} counted",
-                totals.rows_invalid
-            ));
-        }
-        let (mut pg_items, mut ch_items, mut ch_observations) = (None, None, None);
-        if !facts.dry_run {
-            let version_id =
-                object_version_id(&facts.bucket, &facts.version.key, &facts.version.etag);
-            let (counted, missing, stale) = tokio::try_join!(
-                self.ch
-                    .version_counts(&facts.source, &facts.version, version_id),
-                self.pg
-                    .job_items_missing_from_catalog(&facts.source, job_id),
-                self.pg.snapshot_newer_than(&facts.source, &facts.version),
-            )?;
-            let (observations, skus) = counted;
-            if observations != totals.rows_valid {
-                mismatches.push(format!(
-                    "ClickHouse has {observations} observations of the object, {} valid rows \
-                     counted",
-                    totals.rows_valid
-                ));
-            }
-            if skus != totals.items {
-                mismatches.push(format!(
-                    "ClickHouse observes {skus} items of the object, the ledger {}",
-                    totals.items
-                ));
-            }
-            let in_catalog = totals.items.saturating_sub(missing);
-            if !stale && in_catalog != totals.items {
-                mismatches.push(format!(
-                    "{in_catalog} of the object's {} items are in Postgres' catalog",
-                    totals.items
-                ));
-            }
-            pg_items = Some(in_catalog);
-            ch_items = Some(skus);
-            ch_observations = Some(observations);
-        }
-        let reconciliation = Reconciliation {
-            source_rows: facts.source_rows,
-            rows_total: totals.rows_total,
-            rows_valid: totals.rows_valid,
-            rows_invalid: totals.rows_invalid,
-            invalid_logged,
-            invalid_pruned,
-            items: totals.items,
-            pg_items,
-            ch_items,
-            ch_observations,
-            catalog: None,
-            ok: mismatches.is_empty(),
-            mismatches,
-        };
-        self.pg
-            .store_reconciliation(job_id, &reconciliation)
-            .await?;
-        Ok(reconciliation)
-    }
-
-    async fn delist_job(&self, job_id: &str) -> Result<DelistOutcome, EtlError> {
-        let facts = self.pg.job_facts(job_id).await?;
-        let delisting = match self.pg.begin_delisting(job_id).await? {
-            DelistStep::Done(outcome) => {
-                // An earlier attempt committed the step; its ClickHouse copy may be missing.
-                self.flush_job(job_id).await?;
-                return Ok(outcome);
-            }
-            DelistStep::Open(delisting) => delisting,
-        };
-        let rows = delisting.rows.clone();
-        if !rows.is_empty() {
-            let version_id =
-                object_version_id(&facts.bucket, &facts.version.key, &facts.version.etag);
-            let observed = Observed {
-                source: &facts.source,
-                version: &facts.version,
-                version_id,
-            };
-            let token = delisting_token(version_id, &rows);
-            self.ch.insert_delistings(&observed, &rows, &token).await?;
-        }
-        let outcome = delisting.commit().await?;
-        self.metrics.items_delisted(&facts.source, outcome.delisted);
-        if !rows.is_empty() {
-            pause::reached(PausePoint::Delist).await;
-            self.ch.insert_catalog_rows(&facts.source, &rows).await?;
-            self.pg.mark_delist_clickhouse_written(job_id).await?;
-        }
-        Ok(outcome)
-    }
-
-    /// Compares the source's current catalog between Postgres and ClickHouse, once no other job
-    /// of the source has changes in flight, and adds the result to the job's reconciliation.
-    async fn check_catalog(&self, job_id: &str) -> Result<Reconciliation, EtlError> {
-        let facts = self.pg.job_facts(job_id).await?;
-        let mut reconciliation = self.pg.stored_reconciliation(job_id).await?;
-        if facts.dry_run {
-            return Ok(reconciliation);
-        }
-        let check = verify::compare_catalog(&self.pg, &self.ch, &facts.source, job_id).await?;
-        if !check.ok {
-            reconciliation
-                .mismatches
-                .extend(verify::catalog_mismatches(&check));
-            reconciliation.ok = false;
-        }
-        reconciliation.catalog = Some(check);
-        self.pg
-            .store_reconciliation(job_id, &reconciliation)
-            .await?;
-        Ok(reconciliation)
-    }
-}
-
-fn observed(work: &ChunkWork) -> Observed<'_> {
-    Observed {
-        source: &work.source,
-        version: &work.version,
-        version_id: object_version_id(&work.bucket, &work.version.key, &work.version.etag),
-    }
-}
-
-/// The same for every attempt and every job that inserts this chunk of this object version.
-fn observation_token(observed: &Observed<'_>, work: &ChunkWork) -> String {
-    format!(
-        "obs:{}:{}:{}-{}",
-        observed.source, observed.version_id, work.byte_start, work.byte_end
-    )
-}
-
-/// A replayed delisting inserts the same set under the same token; a different set (other
-/// items changed in between) is a different block.
-fn delisting_token(version_id: uuid::Uuid, rows: &[pg::CatalogItemRow]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    let mut skus: Vec<&str> = rows.iter().map(|r| r.sku.as_str()).collect();
-    skus.sort_unstable();
-    for sku in skus {
-        hasher.update(sku.as_bytes());
-        hasher.update([0u8]);
-    }
-    format!("delist:{version_id}:{:x}", hasher.finalize())
 }
 
 #[activities]
@@ -730,66 +373,141 @@ impl EtlActivities {
         ctx: ActivityContext,
         task: ChunkTask,
     ) -> Result<ChunkOutcome, ActivityError> {
-        self.run(&ctx, chunk_span(&task), self.run_chunk(&task))
+        self.run(&ctx, chunk_span(&task), self.stores().run(&task))
             .await
     }
 
-    /// Job totals from the chunk ledger.
+    /// Every chunk committed: totals stored, the job sealed, its copies made, its counts
+    /// reconciled.
+    #[activity]
+    pub async fn settle(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        job_id: String,
+    ) -> Result<SettledJob, ActivityError> {
+        let work = async {
+            let settled = self.stores().settle(&job_id).await?;
+            Ok(SettledJob {
+                totals: settled.totals,
+                reconciliation: settled.reconciliation,
+            })
+        };
+        self.run(&ctx, job_span(&job_id), work).await
+    }
+
+    /// The source's catalog compared between the stores, then the delisting and the status
+    /// `completed` in one transaction.
+    #[activity]
+    pub async fn complete(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        job_id: String,
+    ) -> Result<CompletedJob, ActivityError> {
+        let work = async {
+            let completed = self.stores().complete(&job_id).await?;
+            Ok(CompletedJob {
+                status: completed.status,
+                reconciliation: completed.reconciliation,
+                delisting: completed.delisting,
+            })
+        };
+        self.run(&ctx, job_span(&job_id), work).await
+    }
+
+    /// A completed job's delisting copied to ClickHouse.
+    #[activity]
+    pub async fn publish_delisting(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        job_id: String,
+    ) -> Result<(), ActivityError> {
+        self.run(
+            &ctx,
+            job_span(&job_id),
+            self.stores().publish_delisting(&job_id),
+        )
+        .await
+    }
+
+    /// A job that did not complete ends `failed` or `cancelled`, whatever ClickHouse's state.
+    #[activity]
+    pub async fn end_job(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        request: FinalizeRequest,
+    ) -> Result<(), ActivityError> {
+        self.run(&ctx, job_span(&request.job_id), self.finalize_job(&request))
+            .await
+    }
+
+    /// Runs started before `job-end-v2`: job totals from the chunk ledger, and the seal.
     #[activity]
     pub async fn aggregate(
         self: Arc<Self>,
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<JobTotals, ActivityError> {
-        self.run(&ctx, job_span(&job_id), self.job_totals(&job_id))
-            .await
+        let work = async { Ok(self.stores().settle(&job_id).await?.totals) };
+        self.run(&ctx, job_span(&job_id), work).await
     }
 
-    /// Copies to ClickHouse whatever of the job Postgres has and ClickHouse does not.
+    /// Runs started before `job-end-v2`: the copies were made by `aggregate`.
     #[activity]
     pub async fn flush_clickhouse(
         self: Arc<Self>,
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<(), ActivityError> {
-        self.run(&ctx, job_span(&job_id), self.flush_job(&job_id))
-            .await
+        self.run(&ctx, job_span(&job_id), async { Ok(()) }).await
     }
 
-    /// Source rows vs ledger vs Postgres vs ClickHouse; stored on the job.
+    /// Runs started before `job-end-v2`: the reconciliation `aggregate` stored.
     #[activity]
     pub async fn reconcile(
         self: Arc<Self>,
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<Reconciliation, ActivityError> {
-        self.run(&ctx, job_span(&job_id), self.reconcile_job(&job_id))
-            .await
+        self.run(
+            &ctx,
+            job_span(&job_id),
+            self.pg.stored_reconciliation(&job_id),
+        )
+        .await
     }
 
-    /// Delists what a completed full snapshot no longer mentions (or records why not).
+    /// Runs started before `job-end-v2`: the completing step (comparison, delisting and status
+    /// at once), then the delisting's copy.
     #[activity]
     pub async fn delist(
         self: Arc<Self>,
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<DelistOutcome, ActivityError> {
-        self.run(&ctx, job_span(&job_id), self.delist_job(&job_id))
-            .await
+        let work = async {
+            let completed = self.stores().complete(&job_id).await?;
+            self.stores().publish_delisting(&job_id).await?;
+            Ok(completed.delisting)
+        };
+        self.run(&ctx, job_span(&job_id), work).await
     }
 
-    /// The source's catalog in Postgres against ClickHouse; added to the job's reconciliation.
+    /// Runs started before `job-end-v2`: the comparison `delist` stored.
     #[activity]
     pub async fn reconcile_catalog(
         self: Arc<Self>,
         ctx: ActivityContext,
         job_id: String,
     ) -> Result<Reconciliation, ActivityError> {
-        self.run(&ctx, job_span(&job_id), self.check_catalog(&job_id))
-            .await
+        self.run(
+            &ctx,
+            job_span(&job_id),
+            self.pg.stored_reconciliation(&job_id),
+        )
+        .await
     }
 
-    /// No chunk of the job commits after this.
+    /// Runs started before `job-end-v2`: no chunk of the job commits after this.
     #[activity]
     pub async fn seal(
         self: Arc<Self>,
@@ -800,7 +518,7 @@ impl EtlActivities {
             .await
     }
 
-    /// Final status (and error) on the job row.
+    /// Runs started before `job-end-v2`: the final status.
     #[activity]
     pub async fn finalize(
         self: Arc<Self>,

@@ -1,12 +1,14 @@
 //! The project's Prometheus metrics, recorded on the SDK's meter so they share its endpoint.
 //!
 //! Effects are counted by the attempt that commits them, once: a chunk when its Postgres
-//! transaction commits (a retry that finds it committed counts nothing), a job when its
-//! final status is written the first time, a delisting when its step commits. Failures are
-//! counted per failed attempt, which is what retries are.
+//! transaction commits (a retry that finds it committed counts nothing), a job, its rows and
+//! its delisting when its final status is written the first time. Every count carries
+//! `dry_run`, so dashboards count what was stored (`dry_run="false"`) apart from what was only
+//! checked. Failures are counted per failed attempt, which is what retries are.
 
 use std::{sync::Arc, time::Duration};
 
+use crate::pg::EndedJob;
 use temporalio_common::telemetry::metrics::{
     CoreMeter, Counter, HistogramDuration, MetricAttributes, MetricKeyValue, MetricParameters,
     NewAttributes, NoOpCoreMeter,
@@ -56,6 +58,7 @@ pub struct CommittedChunk {
 pub struct Metrics {
     meter: Arc<dyn CoreMeter>,
     rows: Counter,
+    job_rows: Counter,
     bytes_read: Counter,
     chunks_committed: Counter,
     chunk_phase: HistogramDuration,
@@ -88,7 +91,14 @@ impl Metrics {
             rows: counter(
                 &meter,
                 "catalog_rows_total",
-                "Rows of committed chunks, by source and outcome (valid, invalid)",
+                "Rows of committed chunks, by source, outcome (valid, invalid) and dry_run; \
+                 the rate of work while jobs run",
+            ),
+            job_rows: counter(
+                &meter,
+                "catalog_job_rows_total",
+                "Rows of completed jobs, by source, outcome (valid, invalid) and dry_run, \
+                 counted once when the job completes: the rows committed",
             ),
             bytes_read: counter(
                 &meter,
@@ -142,16 +152,37 @@ impl Metrics {
         ))
     }
 
-    pub fn chunk_committed(&self, source: &str, chunk: CommittedChunk) {
-        let valid = self.labels(&[("source", source), ("outcome", "valid")]);
-        let invalid = self.labels(&[("source", source), ("outcome", "invalid")]);
-        self.rows.add(chunk.rows_valid, &valid);
-        self.rows.add(chunk.rows_invalid, &invalid);
-        let by_source = self.labels(&[("source", source)]);
+    fn add_rows(&self, counter: &Counter, source: &str, dry_run: bool, valid: u64, invalid: u64) {
+        let dry_run = if dry_run { "true" } else { "false" };
+        for (outcome, rows) in [("valid", valid), ("invalid", invalid)] {
+            counter.add(
+                rows,
+                &self.labels(&[
+                    ("source", source),
+                    ("outcome", outcome),
+                    ("dry_run", dry_run),
+                ]),
+            );
+        }
+    }
+
+    pub fn chunk_committed(&self, source: &str, dry_run: bool, chunk: CommittedChunk) {
+        self.add_rows(
+            &self.rows,
+            source,
+            dry_run,
+            chunk.rows_valid,
+            chunk.rows_invalid,
+        );
+        let by_source = self.labels(&[
+            ("source", source),
+            ("dry_run", if dry_run { "true" } else { "false" }),
+        ]);
         self.bytes_read.add(chunk.bytes, &by_source);
         self.chunks_committed.add(1, &by_source);
         if chunk.relisted > 0 {
-            self.items_relisted.add(chunk.relisted, &by_source);
+            self.items_relisted
+                .add(chunk.relisted, &self.labels(&[("source", source)]));
         }
     }
 
@@ -160,15 +191,29 @@ impl Metrics {
             .record(took, &self.labels(&[("phase", phase.label())]));
     }
 
-    pub fn job_finished(&self, source: &str, status: &str) {
-        self.jobs_finished
-            .add(1, &self.labels(&[("source", source), ("status", status)]));
-    }
-
-    pub fn items_delisted(&self, source: &str, items: u64) {
-        if items > 0 {
+    /// A job reached its final status (this call wrote it).
+    pub fn job_finished(&self, job: &EndedJob) {
+        let dry_run = if job.dry_run { "true" } else { "false" };
+        self.jobs_finished.add(
+            1,
+            &self.labels(&[
+                ("source", &job.source),
+                ("status", job.status),
+                ("dry_run", dry_run),
+            ]),
+        );
+        if job.status == "completed" {
+            self.add_rows(
+                &self.job_rows,
+                &job.source,
+                job.dry_run,
+                job.rows_valid,
+                job.rows_invalid,
+            );
+        }
+        if job.items_delisted > 0 {
             self.items_delisted
-                .add(items, &self.labels(&[("source", source)]));
+                .add(job.items_delisted, &self.labels(&[("source", &job.source)]));
         }
     }
 

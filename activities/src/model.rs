@@ -147,6 +147,26 @@ pub struct PlanResult {
     /// `MAX_SUMMARY_RANGES` chunks, so the plan's payload stays small.
     #[serde(default)]
     pub chunk_ranges: Vec<[u64; 2]>,
+    /// With `already_finished`: the status the job ended with (plans from before this field
+    /// said nothing, and only ever found completed jobs in practice).
+    #[serde(default)]
+    pub finished_status: Option<String>,
+}
+
+/// What the `settle` step found: the job's totals and its reconciled counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettledJob {
+    pub totals: JobTotals,
+    pub reconciliation: Reconciliation,
+}
+
+/// What the `complete` step did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedJob {
+    /// `completed`, or the status the job had already ended with.
+    pub status: String,
+    pub reconciliation: Reconciliation,
+    pub delisting: DelistOutcome,
 }
 
 /// Plans with more chunks name them by index alone in the Web UI (16 KiB of ranges at most).
@@ -342,6 +362,10 @@ pub struct JobSummary {
     pub finished_at: Option<String>,
     /// Chunks committed in Postgres whose ClickHouse write has not been confirmed yet.
     pub chunks_clickhouse_pending: u32,
+    /// The job's delisting is committed in Postgres and not in ClickHouse yet (a completed job
+    /// copies it as its last step; the source's next job does if that failed).
+    #[serde(default)]
+    pub delisting_clickhouse_pending: bool,
     /// The job this one re-ran (`etlctl retry` / `repair`).
     pub supersedes_job_id: Option<String>,
     /// The job that re-ran this one, and when it was started.

@@ -10,9 +10,16 @@
 //! quote swallows the rest of the object into one record, and that must neither be scanned to the
 //! end nor held in memory.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
-use crate::records::{Boundaries, RecordEnd, RecordReader};
+use crate::{
+    chunk::{mentioned_sku, parse_header},
+    contract::Column,
+    item_hash::mention_hash,
+    records::{FieldSink, RecordEnd, RecordReader},
+};
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -22,7 +29,7 @@ pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1 << 20;
 pub const MAX_RECORD_BYTES_LIMIT: u64 = 64 << 20;
 
 /// One planned chunk: a half-open byte range of the object holding whole records only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedChunk {
     pub index: u32,
     pub start: u64,
@@ -30,6 +37,45 @@ pub struct PlannedChunk {
     /// 1-based `row_number` of the first data record in the chunk.
     pub first_row: u64,
     pub rows: u64,
+    /// The mention hashes ([`mention_hash`]) of the sku fields its records carry, distinct and
+    /// sorted; empty unless the planner collects them ([`ChunkPlanner::collecting_mentions`]).
+    pub mentions: Vec<i64>,
+}
+
+/// Captures the sku field of each record as the splitter passes it: a few bytes per record,
+/// nothing else is copied.
+#[derive(Debug, Default)]
+struct SkuField {
+    /// The sku column's position, once the header is known and if it has one.
+    column: Option<usize>,
+    field: usize,
+    bytes: Vec<u8>,
+}
+
+impl FieldSink for SkuField {
+    #[inline]
+    fn data(&mut self, bytes: &[u8]) {
+        if Some(self.field) == self.column {
+            self.bytes.extend_from_slice(bytes);
+        }
+    }
+
+    #[inline]
+    fn end_field(&mut self) {
+        self.field += 1;
+    }
+}
+
+impl SkuField {
+    /// The record just read ended: its sku field as the chunk parser will read it.
+    fn take(&mut self) -> Option<String> {
+        let sku = (self.column.is_some_and(|c| c < self.field))
+            .then(|| mentioned_sku(&self.bytes))
+            .flatten();
+        self.field = 0;
+        self.bytes.clear();
+        sku
+    }
 }
 
 /// Where the header record sits, so the caller can parse and check it.
@@ -77,6 +123,10 @@ fn which_record(row_number: &Option<u64>) -> String {
 /// trailing blank lines at the end of the object still extend it).
 pub struct ChunkPlanner {
     reader: RecordReader,
+    /// `Some` while the planner collects mention hashes.
+    sku: Option<SkuField>,
+    /// The mention hashes of the chunk in progress.
+    mentions: HashSet<i64>,
     chunk_bytes: u64,
     max_record_bytes: u64,
     /// Object offset of the next byte the splitter will see.
@@ -118,6 +168,8 @@ impl ChunkPlanner {
     pub fn new(chunk_bytes: u64, max_record_bytes: u64) -> Self {
         Self {
             reader: RecordReader::new(),
+            sku: None,
+            mentions: HashSet::new(),
             chunk_bytes: chunk_bytes.max(1),
             max_record_bytes: max_record_bytes.clamp(1, MAX_RECORD_BYTES_LIMIT),
             offset: 0,
@@ -135,6 +187,14 @@ impl ChunkPlanner {
             chunks_planned: 0,
             failed: None,
         }
+    }
+
+    /// Also records, per chunk, which skus its records mention (valid or not, as the chunk
+    /// parser reads the `sku` field): a sku that more than one chunk mentions shows in the
+    /// plan, before any chunk writes.
+    pub fn collecting_mentions(mut self) -> Self {
+        self.sku = Some(SkuField::default());
+        self
     }
 
     /// Scans the next bytes of the object. Fails as soon as a record is longer than the limit
@@ -172,7 +232,7 @@ impl ChunkPlanner {
         }
         // Fewer than three bytes in the whole object, or the start of a BOM only: data.
         self.check_bom()?;
-        if let Some(end) = self.reader.finish(&mut Boundaries) {
+        if let Some(end) = self.finish_record() {
             if self.header.is_none() {
                 // The header bytes kept so far (a pending `\r` included) are the whole record.
                 self.keep_header_bytes(&[], end.len as usize);
@@ -181,12 +241,14 @@ impl ChunkPlanner {
         }
         if self.chunk_rows > 0 {
             self.release_held();
+            let mentions = self.take_mentions();
             self.chunks.push(PlannedChunk {
                 index: self.chunks_planned,
                 start: self.chunk_start,
                 end: self.offset,
                 first_row: self.chunk_first_row,
                 rows: self.chunk_rows,
+                mentions,
             });
         } else if let Some(mut last) = self.held.take() {
             // Trailing blank lines hold no record; give them to the last chunk so the chunks
@@ -230,7 +292,10 @@ impl ChunkPlanner {
             // limit fails right there, not after the rest of the input.
             let room = self.max_record_bytes + 1 - self.reader.record_len();
             let piece = &input[..input.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
-            let read = self.reader.read(piece, &mut Boundaries);
+            let read = match &mut self.sku {
+                Some(sku) => self.reader.read(piece, sku),
+                None => self.reader.read(piece, &mut crate::records::Boundaries),
+            };
             let consumed = &piece[..read.consumed];
             input = &input[read.consumed..];
             self.offset += read.consumed as u64;
@@ -292,7 +357,21 @@ impl ChunkPlanner {
         }
     }
 
+    fn finish_record(&mut self) -> Option<RecordEnd> {
+        match &mut self.sku {
+            Some(sku) => self.reader.finish(sku),
+            None => self.reader.finish(&mut crate::records::Boundaries),
+        }
+    }
+
+    fn take_mentions(&mut self) -> Vec<i64> {
+        let mut mentions: Vec<i64> = self.mentions.drain().collect();
+        mentions.sort_unstable();
+        mentions
+    }
+
     fn on_record(&mut self, record: RecordEnd) -> Result<(), RecordTooLarge> {
+        let mention = self.sku.as_mut().and_then(SkuField::take);
         let end = self.offset;
         let content_end = end - u64::from(record.terminator);
         let start = content_end - record.len;
@@ -305,20 +384,30 @@ impl ChunkPlanner {
             bytes.truncate(bytes.len() - usize::from(record.terminator));
             bytes.drain(..bytes.len() - record.len as usize);
             bytes.shrink_to_fit();
+            if let Some(sku) = &mut self.sku {
+                sku.column = parse_header(bytes)
+                    .ok()
+                    .and_then(|header| header.columns().iter().position(|c| *c == Column::Sku));
+            }
             self.chunk_start = end;
             return Ok(());
+        }
+        if let Some(sku) = mention {
+            self.mentions.insert(mention_hash(&sku));
         }
         // This record starts a new chunk, so the held one is not the last: it is final.
         self.release_held();
         self.rows += 1;
         self.chunk_rows += 1;
         if end - self.chunk_start >= self.chunk_bytes {
+            let mentions = self.take_mentions();
             self.held = Some(PlannedChunk {
                 index: self.chunks_planned,
                 start: self.chunk_start,
                 end,
                 first_row: self.chunk_first_row,
                 rows: self.chunk_rows,
+                mentions,
             });
             self.chunks_planned += 1;
             self.chunk_start = end;

@@ -54,16 +54,20 @@ pub struct Verification {
     pub ok: bool,
 }
 
-/// Compares `source`'s listed catalog between the stores, inside each store: counts, the
-/// checksum of the items' digests, and items whose fields no longer match their recorded digest
-/// (changed behind the pipeline's back, so that store is the one that is wrong). Where the
+/// Compares `source`'s catalog between the stores, inside each store: listed and delisted
+/// counts and the checksum of every item's digest (every stored field, the listing and the
+/// version). With `recompute` (`etlctl reconcile`), each store computes every digest again from
+/// its fields and counts the items whose fields no longer match their recorded digest (changed
+/// behind the pipeline's back, so that store is the one that is wrong); without (a job's own
+/// check), the recorded digests are compared, at the cost of reading one column. Where the
 /// checksums differ, buckets of items narrow the difference down to the items themselves.
-/// Waits (a retryable `NotYet`) while another job of the source has changes in flight.
+/// Waits (a retryable `NotYet`) while another running job of the source has changes in flight.
 pub async fn compare_catalog(
     pg: &PgStore,
     ch: &ChStore,
     source: &str,
     job_id: &str,
+    recompute: bool,
 ) -> Result<CatalogCheck, EtlError> {
     let busy = |jobs: Vec<String>| {
         EtlError::NotYet(format!(
@@ -76,18 +80,22 @@ pub async fn compare_catalog(
     if !activity.busy_jobs.is_empty() {
         return Err(busy(activity.busy_jobs));
     }
-    let (postgres, clickhouse) =
-        tokio::try_join!(pg.catalog_side(source), ch.catalog_side(source))?;
+    let (postgres, clickhouse) = tokio::try_join!(
+        pg.catalog_side(source, recompute),
+        ch.catalog_side(source, recompute)
+    )?;
     // A job that started meanwhile may have changed one store before the other was read.
     let activity = pg.source_activity(source, job_id).await?;
     if !activity.busy_jobs.is_empty() {
         return Err(busy(activity.busy_jobs));
     }
-    let same = postgres.listed == clickhouse.listed && postgres.checksum == clickhouse.checksum;
+    let same = postgres.listed == clickhouse.listed
+        && postgres.delisted == clickhouse.delisted
+        && postgres.checksum == clickhouse.checksum;
     let differing_items = if same {
         0
     } else {
-        differing_items(pg, ch, source).await?
+        differing_items(pg, ch, source, recompute).await?
     };
     Ok(CatalogCheck {
         ok: same && postgres.inconsistent == 0 && clickhouse.inconsistent == 0,
@@ -97,11 +105,17 @@ pub async fn compare_catalog(
     })
 }
 
-/// Items listed in one store only, or listed in both with different digests.
-async fn differing_items(pg: &PgStore, ch: &ChStore, source: &str) -> Result<u64, EtlError> {
-    let pg_buckets = pg.catalog_buckets(source).await?;
+/// Items in one store only, or in both with different digests (any field, the listing or the
+/// version).
+async fn differing_items(
+    pg: &PgStore,
+    ch: &ChStore,
+    source: &str,
+    recompute: bool,
+) -> Result<u64, EtlError> {
+    let pg_buckets = pg.catalog_buckets(source, recompute).await?;
     let ch_buckets: HashMap<String, (u64, String)> = ch
-        .catalog_buckets(source)
+        .catalog_buckets(source, recompute)
         .await?
         .into_iter()
         .map(|(bucket, items, checksum)| (bucket, (items, checksum)))
@@ -124,12 +138,12 @@ async fn differing_items(pg: &PgStore, ch: &ChStore, source: &str) -> Result<u64
         return Ok(0);
     }
     let in_pg: HashSet<(String, String)> = pg
-        .catalog_digests(source, &differing)
+        .catalog_digests(source, &differing, recompute)
         .await?
         .into_iter()
         .collect();
     let in_ch: HashSet<(String, String)> = ch
-        .catalog_digests(source, &differing)
+        .catalog_digests(source, &differing, recompute)
         .await?
         .into_iter()
         .collect();
@@ -149,19 +163,24 @@ pub fn catalog_mismatches(check: &CatalogCheck) -> Vec<String> {
     ] {
         if side.inconsistent > 0 {
             found.push(format!(
-                "{store}: {} listed item(s) no longer match the digest recorded when they were \
+                "{store}: {} item(s) no longer match the digest recorded when they were \
                  written (changed in {store} outside the pipeline)",
                 side.inconsistent
             ));
         }
     }
     if check.postgres.listed != check.clickhouse.listed
+        || check.postgres.delisted != check.clickhouse.delisted
         || check.postgres.checksum != check.clickhouse.checksum
     {
         found.push(format!(
-            "the current catalog differs between the stores: Postgres lists {} items, \
-             ClickHouse {}; {} item(s) differ",
-            check.postgres.listed, check.clickhouse.listed, check.differing_items
+            "the catalog differs between the stores: Postgres lists {} items ({} delisted), \
+             ClickHouse {} ({} delisted); {} item(s) differ",
+            check.postgres.listed,
+            check.postgres.delisted,
+            check.clickhouse.listed,
+            check.clickhouse.delisted,
+            check.differing_items
         ));
     }
     found
@@ -241,13 +260,22 @@ impl EtlActivities {
             }
             let version_id =
                 object_version_id(&facts.bucket, &facts.version.key, &facts.version.etag);
-            let (observations, skus) = self
+            let counted = self
                 .ch
                 .version_counts(&facts.source, &facts.version, version_id)
                 .await?;
-            clickhouse.rows_valid = Some(observations);
-            clickhouse.items = Some(skus);
-            match compare_catalog(&self.pg, &self.ch, &facts.source, job_id).await {
+            if counted.raw != counted.rows {
+                deltas.push(format!(
+                    "ClickHouse stores {} observation rows of the object where {} are distinct \
+                     (delta {})",
+                    counted.raw,
+                    counted.rows,
+                    counted.raw as i128 - counted.rows as i128
+                ));
+            }
+            clickhouse.rows_valid = Some(counted.rows);
+            clickhouse.items = Some(counted.skus);
+            match compare_catalog(&self.pg, &self.ch, &facts.source, job_id, true).await {
                 Ok(check) => {
                     deltas.extend(catalog_mismatches(&check));
                     catalog = Some(check);

@@ -564,6 +564,7 @@ fn pending_summary(request: &IngestRequest, workflow_id: &str, object: &ObjectMe
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         finished_at: None,
         chunks_clickhouse_pending: 0,
+        delisting_clickhouse_pending: false,
         supersedes_job_id: request.supersedes.as_ref().map(|s| s.job_id.clone()),
         superseded_by_job_id: None,
         superseded_at: None,
@@ -674,8 +675,16 @@ pub(crate) fn print_summary(
     if summary.chunks_clickhouse_pending > 0 {
         writeln!(
             out,
-            "clickhouse     {} committed chunks not yet copied to ClickHouse",
+            "clickhouse     {} committed chunks not yet copied to ClickHouse (the source's \
+             next job, or `etlctl retry`/`repair`, copies them)",
             summary.chunks_clickhouse_pending
+        )?;
+    }
+    if summary.delisting_clickhouse_pending {
+        writeln!(
+            out,
+            "clickhouse     the delisting is not yet copied to ClickHouse (the source's next \
+             job copies it)"
         )?;
     }
     if let Some(previous) = &summary.supersedes_job_id {

@@ -448,6 +448,12 @@ impl TestEnv {
         serde_json::from_slice(&output.stdout).expect("describe prints JSON")
     }
 
+    /// Whether the workflow's latest run is still open.
+    pub fn workflow_running(&self, workflow_id: &str) -> bool {
+        let described = self.temporal_describe(workflow_id);
+        described["workflowExecutionInfo"]["status"] == "WORKFLOW_EXECUTION_STATUS_RUNNING"
+    }
+
     /// The Prometheus metrics endpoint of the `n`th worker started with
     /// `ETL_METRICS_ADDR=127.0.0.1:0` (it logs the address it bound).
     pub fn metrics_url(&self, n: usize) -> String {

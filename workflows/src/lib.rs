@@ -1,16 +1,18 @@
 //! Workflows: deterministic orchestration only. All I/O happens in `activities`.
 //!
-//! One `CatalogIngest` workflow per object version: plan, chunks with bounded parallelism,
-//! aggregate, copy what ClickHouse lacks, reconcile, delist, compare the catalog, finalize. The
-//! workflow keeps only counters and the next chunk index; the plan and all results live in
-//! Postgres, so history grows with the number of chunks alone, and a run whose history passes
-//! `history_event_budget` continues as new from the next chunk.
+//! One `CatalogIngest` workflow per object version and mode: plan, chunks with bounded
+//! parallelism, then the job's end as `activities::job_protocol` states it: settle (totals,
+//! seal, copies, counts), complete (catalog comparison, then delisting and status in one
+//! transaction), publish the delisting. The workflow keeps only counters and the next chunk
+//! index; the plan and all results live in Postgres, so history grows with the number of chunks
+//! alone, and a run whose history passes `history_event_budget` continues as new from the next
+//! chunk.
 //!
 //! Failures: every activity retries transient errors without an attempt cap, backing off up to
 //! `retry_max_interval_secs`, until the job's deadline (`max_job_duration_secs` after it
-//! started); an outage makes the job wait. A permanent error, or the deadline, fails the job. A
-//! job ends only after it is sealed (no chunk commits after that) and everything Postgres
-//! committed is in ClickHouse: those steps retry past the deadline.
+//! started); an outage makes the job wait. A permanent error, or the deadline, fails the job:
+//! `end_job` seals it and records the outcome, retrying past the deadline only while Postgres
+//! is unreachable; ClickHouse's state never keeps a job from ending.
 
 mod reconcile;
 mod retention;
@@ -89,6 +91,9 @@ enum Stop {
     },
     /// The workflow was cancelled; the reason is the operator's, if any.
     Cancelled(Option<String>),
+    /// The job had ended before this run (`failed` or `cancelled`): nothing is done again, and
+    /// the run ends as the job did.
+    Ended(String),
 }
 
 /// Unlimited attempts: transient failures end only with the job's deadline.
@@ -146,6 +151,11 @@ pub(crate) fn summarized(
 /// Runs that started before the workflows set search attributes have no upsert in their
 /// history: they replay without one, and so do the rest of their steps.
 const SEARCH_ATTRIBUTES_PATCH: &str = "search-attributes";
+
+/// Runs started before the job protocol's `settle` / `complete` / `publish_delisting` /
+/// `end_job` steps replay their own sequence of steps (whose activities now run the same
+/// protocol underneath).
+const JOB_END_PATCH: &str = "job-end-v2";
 
 pub(crate) fn upsert_search_attributes<W>(
     ctx: &WorkflowContext<W>,
@@ -330,7 +340,14 @@ impl CatalogIngest {
         };
         Self::check_cancelled(ctx)?;
         if plan.already_finished {
-            Self::publish(ctx, |p| p.phase = "already ingested".to_owned());
+            let status = plan
+                .finished_status
+                .clone()
+                .unwrap_or_else(|| "completed".to_owned());
+            Self::publish(ctx, |p| p.phase = format!("already {status}"));
+            if status != "completed" {
+                return Err(Stop::Ended(status));
+            }
             return Ok(IngestResult {
                 job_id: plan.job_id,
                 chunks: plan.chunks,
@@ -419,6 +436,9 @@ impl CatalogIngest {
             };
         }
 
+        if ctx.patched(JOB_END_PATCH) {
+            return Self::end_completing(ctx, &request, limits, plan.chunks).await;
+        }
         let job_id = request.job_id.clone();
         Self::publish(ctx, |p| p.phase = "aggregating".to_owned());
         let totals = ctx
@@ -512,6 +532,102 @@ impl CatalogIngest {
         })
     }
 
+    /// The job's end once every chunk is committed (`activities::job_protocol`).
+    async fn end_completing(
+        ctx: &mut WorkflowContext<Self>,
+        request: &IngestRequest,
+        limits: &Limits,
+        chunks: u32,
+    ) -> Result<IngestResult, Stop> {
+        let job_id = request.job_id.clone();
+        Self::publish(ctx, |p| p.phase = "settling".to_owned());
+        let settled = ctx
+            .execute_activity(
+                EtlActivities::settle,
+                job_id.clone(),
+                summarized(
+                    limits.short(ctx)?,
+                    "settle: seal the job, copy its chunks to ClickHouse, reconcile the counts",
+                ),
+            )
+            .await
+            .map_err(|err| failed(&err))?;
+        if !settled.reconciliation.ok {
+            return Err(reconciliation_failed(&settled.reconciliation));
+        }
+        Self::check_cancelled(ctx)?;
+        Self::publish(ctx, |p| p.phase = "completing".to_owned());
+        let completed = ctx
+            .execute_activity(
+                EtlActivities::complete,
+                job_id.clone(),
+                summarized(
+                    limits.short(ctx)?,
+                    if request.dry_run {
+                        "complete the dry run"
+                    } else {
+                        "complete: compare the catalog in both stores, then delist and complete \
+                         in one transaction"
+                    },
+                ),
+            )
+            .await
+            .map_err(|err| failed(&err))?;
+        if completed.status != "completed" {
+            return Err(Stop::Ended(completed.status));
+        }
+        let delisting = (!request.dry_run).then_some(completed.delisting);
+        if delisting.as_ref().is_some_and(|d| d.delisted > 0) {
+            Self::publish(ctx, |p| p.phase = "publishing the delisting".to_owned());
+            // The job is completed: a copy that cannot be made now is the next job's to make.
+            let published = ctx
+                .execute_activity(
+                    EtlActivities::publish_delisting,
+                    job_id.clone(),
+                    summarized(limits.until_done(), "copy the delisting to ClickHouse"),
+                )
+                .await;
+            if let Err(err) = published {
+                let (error, _) = failure_of(&err);
+                Self::publish(ctx, |p| {
+                    p.phase = format!("completed; the delisting's copy waits: {error}")
+                });
+                return Ok(Self::completed(
+                    job_id,
+                    chunks,
+                    settled.totals,
+                    completed.reconciliation,
+                    delisting,
+                ));
+            }
+        }
+        Self::publish(ctx, |p| p.phase = "completed".to_owned());
+        Ok(Self::completed(
+            job_id,
+            chunks,
+            settled.totals,
+            completed.reconciliation,
+            delisting,
+        ))
+    }
+
+    fn completed(
+        job_id: String,
+        chunks: u32,
+        totals: JobTotals,
+        reconciliation: Reconciliation,
+        delisting: Option<DelistOutcome>,
+    ) -> IngestResult {
+        IngestResult {
+            job_id,
+            chunks,
+            totals: Some(totals),
+            reconciliation: Some(reconciliation),
+            delisting,
+            already_finished: false,
+        }
+    }
+
     /// A job that did not complete reports the rows of the chunks it committed.
     fn upsert_ended(ctx: &WorkflowContext<Self>, outcome: RunOutcome) {
         let (rows, invalid) = ctx.state(|s| (s.progress.rows_done, s.progress.rows_invalid));
@@ -539,6 +655,19 @@ impl CatalogIngest {
         outcome: JobOutcome,
     ) {
         let summary = format!("finalize: {}", outcome.status());
+        if ctx.patched(JOB_END_PATCH) {
+            let _ = ctx
+                .execute_activity(
+                    EtlActivities::end_job,
+                    FinalizeRequest {
+                        job_id: job_id.to_owned(),
+                        outcome,
+                    },
+                    summarized(limits.until_done(), format!("end the job: {}", summary)),
+                )
+                .await;
+            return;
+        }
         let _ = ctx
             .execute_activity(
                 EtlActivities::seal,
@@ -605,6 +734,22 @@ impl CatalogIngest {
                 Ok(result)
             }
             Err(Stop::ContinueAsNew(termination)) => Err(termination),
+            Err(Stop::Ended(status)) => {
+                let outcome = if status == "cancelled" {
+                    RunOutcome::Cancelled
+                } else {
+                    RunOutcome::Failed
+                };
+                Self::upsert_ended(ctx, outcome);
+                Err(ApplicationFailure::builder(format!(
+                    "job {job_id} had ended {status}; nothing was ingested again (`etlctl retry \
+                     {job_id}` runs it again as a new job)"
+                ))
+                .type_name(failure_type::JOB_ENDED.to_owned())
+                .non_retryable(true)
+                .build()
+                .into())
+            }
             Err(Stop::Cancelled(reason)) => {
                 let chunks_done = ctx.state(|s| s.progress.chunks_done);
                 Self::publish(ctx, |p| p.phase = "cancelled".to_owned());

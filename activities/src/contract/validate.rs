@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use csv::ByteRecord;
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use super::RAW_RECORD_LIMIT;
@@ -189,7 +189,8 @@ pub struct ValidItem {
     pub price: Option<Decimal>,
     /// Upper-cased; `USD` when the field is empty or the column absent.
     pub currency: String,
-    /// Converted exactly, trailing zeros dropped.
+    /// Converted to grams, rounded to the microgram (half away from zero), trailing zeros
+    /// dropped.
     pub weight_grams: Option<Decimal>,
     pub availability: Option<Availability>,
     pub image_urls: Vec<String>,
@@ -594,7 +595,12 @@ fn weight_grams(value: &str, unit: Option<&str>, errors: &mut Vec<FieldError>) -
     if grams.is_none() {
         errors.push(weight_invalid(value, "is too large to convert to grams"));
     }
-    grams.map(|g| g.normalize())
+    // To the microgram: ClickHouse keeps weights as Float64, and a digest that compares the
+    // stores must see the same value in both, which a seventh decimal would not always give.
+    grams.map(|g| {
+        g.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero)
+            .normalize()
+    })
 }
 
 fn weight_invalid(value: &str, reason: &str) -> FieldError {
@@ -1036,14 +1042,15 @@ mod tests {
     }
 
     #[test]
-    fn weights_convert_exactly_to_grams() {
+    fn weights_convert_to_grams_to_the_microgram() {
         for (weight, unit, grams) in [
             ("250", "g", "250"),
             ("250", "Grams", "250"),
             ("1.5", "kg", "1500"),
             ("2", "KILOGRAMS", "2000"),
-            ("1", "oz", "28.349523125"),
-            ("2", "Ounces", "56.69904625"),
+            ("1", "oz", "28.349523"),
+            ("4", "oz", "113.398093"),
+            ("2", "Ounces", "56.699046"),
             ("1", "lb", "453.59237"),
             ("0.5", "lbs.", "226.796185"),
             ("3", "Pounds", "1360.77711"),

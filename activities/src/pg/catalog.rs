@@ -10,7 +10,6 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use serde_json::json;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{ObjectVersion, PgStore, parse_job_id};
@@ -18,8 +17,8 @@ use crate::{
     chunk::{ParsedChunk, ValidRow},
     contract::FieldError,
     error::EtlError,
-    item_hash::{catalog_digest, content_hash},
-    model::{CatalogSide, DelistOutcome},
+    item_hash::{DigestFields, catalog_digest, content_hash},
+    model::CatalogSide,
 };
 
 /// How a chunk may change the current catalog, decided under the source row's lock.
@@ -74,11 +73,16 @@ pub struct CatalogItemRow {
     pub delisted_at: Option<DateTime<Utc>>,
 }
 
-const CATALOG_COLUMNS: &str = "sku, name, brand, category, description, price, currency, \
+/// A catalog row's digest computed from its fields (see `catalog_item_digest()`).
+const DIGEST_OF_ROW: &str = "catalog_item_digest(sku, name, brand, category, description, \
+     price, currency, weight_grams, availability, product_url, image_urls, attributes, \
+     delisted_at IS NOT NULL, version_modified_at, version_key, version_etag, version_row)";
+
+pub(super) const CATALOG_COLUMNS: &str = "sku, name, brand, category, description, price, currency, \
      weight_grams, availability, product_url, image_urls, attributes, version_modified_at, \
      version_key, version_etag, version_row, last_job_id, digest, revision, delisted_at";
 
-fn catalog_row(row: &sqlx::postgres::PgRow) -> CatalogItemRow {
+pub(super) fn catalog_row(row: &sqlx::postgres::PgRow) -> CatalogItemRow {
     CatalogItemRow {
         sku: row.get("sku"),
         name: row.get("name"),
@@ -184,18 +188,33 @@ async fn changed_skus(
     Ok(changed.into_iter().collect())
 }
 
+/// What a chunk's catalog upsert writes and how.
+pub(super) struct Upsert<'a> {
+    pub mode: CatalogWrite,
+    pub job_id: uuid::Uuid,
+    pub source: &'a str,
+    pub version: &'a ObjectVersion,
+    /// Skus the object mentions more than once: a snapshot writes them even when unchanged,
+    /// so that their greatest row wins whatever order the chunks commit in.
+    pub always: &'a HashSet<&'a str>,
+}
+
 /// Upserts the chunk's latest row of each sku, in one statement from typed arrays, only
 /// forward: a lower version (an earlier row, an older object) never overwrites a higher one.
-/// A snapshot writes only new, changed or delisted items; any other object moves every row it
-/// carries to its version.
+/// A snapshot writes only new, changed, delisted or repeated items; any other object moves every
+/// row it carries to its version.
 pub(super) async fn upsert_items(
     tx: &mut Transaction<'_, Postgres>,
-    mode: CatalogWrite,
-    job_id: uuid::Uuid,
-    source: &str,
-    version: &ObjectVersion,
+    upsert: Upsert<'_>,
     parsed: &ParsedChunk,
 ) -> Result<Vec<WrittenItem>, EtlError> {
+    let Upsert {
+        mode,
+        job_id,
+        source,
+        version,
+        always,
+    } = upsert;
     if mode == CatalogWrite::Nothing {
         return Ok(Vec::new());
     }
@@ -206,7 +225,9 @@ pub(super) async fn upsert_items(
         .collect();
     if mode == CatalogWrite::Snapshot && !latest.is_empty() {
         let changed = changed_skus(tx, source, &latest).await?;
-        latest.retain(|(row, _)| changed.contains(&row.item.sku));
+        latest.retain(|(row, _)| {
+            changed.contains(&row.item.sku) || always.contains(row.item.sku.as_str())
+        });
     }
     if latest.is_empty() {
         return Ok(Vec::new());
@@ -243,19 +264,18 @@ pub(super) async fn upsert_items(
         attributes.push(serde_json::to_string(&item.attributes).unwrap_or_else(|_| "{}".into()));
         row_number.push(row.row_number as i64);
         hash.push(content.as_slice());
-        digest.push(catalog_digest(
-            &item.sku,
-            item.price,
-            &item.currency,
-            item.availability.map(|a| a.as_str()),
+        digest.push(catalog_digest(&DigestFields::of_item(
+            item,
             version.modified_at,
             &version.key,
             &version.etag,
             row.row_number as i64,
-        ));
+        )));
     }
+    let repeated: Vec<&str> = always.iter().copied().collect();
     // A snapshot leaves an unchanged row alone even when it reaches the conflict (another
-    // chunk of the same object wrote it meanwhile); any other object moves it forward.
+    // object's chunk wrote it meanwhile), unless the object mentions the sku more than once;
+    // any other object moves it forward.
     let unchanged_stays = mode == CatalogWrite::Snapshot;
     let rows = sqlx::query(
         "INSERT INTO catalog_items AS c (source, sku, name, brand, category, description,
@@ -291,7 +311,7 @@ pub(super) async fn upsert_items(
                < (EXCLUDED.version_modified_at, EXCLUDED.version_key, EXCLUDED.version_etag,
                   EXCLUDED.version_row)
            AND (NOT $21 OR c.content_hash IS DISTINCT FROM EXCLUDED.content_hash
-                OR c.delisted_at IS NOT NULL)
+                OR c.delisted_at IS NOT NULL OR EXCLUDED.sku = ANY($22))
          RETURNING c.sku, c.revision, c.digest, c.relisted_by_job_id IS NOT NULL AS relisted",
     )
     .bind(source)
@@ -315,6 +335,7 @@ pub(super) async fn upsert_items(
     .bind(&hash)
     .bind(&digest)
     .bind(unchanged_stays)
+    .bind(&repeated)
     .fetch_all(&mut **tx)
     .await?;
     // Sorted by sku like every other copy of catalog rows: a repeated copy is the same block.
@@ -373,48 +394,6 @@ pub(super) async fn record_invalid(
     Ok(())
 }
 
-/// The delisting step's open transaction: the source's row is locked FOR UPDATE, so no chunk
-/// of any job of the source commits until it ends.
-pub struct Delisting {
-    tx: Transaction<'static, Postgres>,
-    job_id: uuid::Uuid,
-    pub outcome: DelistOutcome,
-    /// The rows delisted, as they are now (for ClickHouse's copy).
-    pub rows: Vec<CatalogItemRow>,
-}
-
-impl Delisting {
-    /// Commits the delisting and records its outcome on the job.
-    pub async fn commit(mut self) -> Result<DelistOutcome, EtlError> {
-        let refused = self
-            .outcome
-            .refused
-            .map(|(would, listed)| json!({"would_delist": would, "listed": listed}));
-        // An ineligible job records its zero without marking the step done: eligibility is
-        // decided again if the step runs again, and such a step writes nothing anyway.
-        sqlx::query(
-            "UPDATE etl_jobs SET delisted_at = CASE WHEN $5 THEN now() END, items_delisted = $2,
-                    delist_refused = $3, delist_clickhouse_written = $4, updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(self.job_id)
-        .bind(self.outcome.delisted as i64)
-        .bind(refused)
-        .bind(self.rows.is_empty())
-        .bind(self.outcome.eligible)
-        .execute(&mut *self.tx)
-        .await?;
-        self.tx.commit().await?;
-        Ok(self.outcome)
-    }
-}
-
-pub enum DelistStep {
-    /// The step ran before (a retried or replayed activity): nothing is done twice.
-    Done(DelistOutcome),
-    Open(Delisting),
-}
-
 impl PgStore {
     /// Whether a newer full snapshot than `version` has registered for the source: the object
     /// writes no catalog rows then.
@@ -435,193 +414,6 @@ impl PgStore {
         .fetch_optional(self.pool())
         .await?;
         Ok(newer.unwrap_or(false))
-    }
-
-    /// Starts a job's delisting: every listed item of the source that the job's object does not
-    /// mention (valid or invalid rows alike) and that no newer object wrote is delisted, unless
-    /// the guard refuses. Only a completed full snapshot that is the newest object of its source
-    /// delists; the decision and the writes happen in one transaction.
-    pub async fn begin_delisting(&self, job_id: &str) -> Result<DelistStep, EtlError> {
-        let id = parse_job_id(job_id)?;
-        let mut tx = self.pool().begin().await?;
-        let job = sqlx::query(
-            "SELECT source, dry_run, partial, allow_mass_delist, last_modified, object_key, etag,
-                    catalog_was_empty, delisted_at IS NOT NULL AS done, items_delisted,
-                    delist_refused
-             FROM etl_jobs WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let source: String = job.get("source");
-        sqlx::query("SELECT 1 FROM catalog_sources WHERE source = $1 FOR UPDATE")
-            .bind(&source)
-            .execute(&mut *tx)
-            .await?;
-        if job.get::<bool, _>("done") {
-            let refused: Option<serde_json::Value> = job.get("delist_refused");
-            return Ok(DelistStep::Done(DelistOutcome {
-                eligible: true,
-                delisted: job.get::<Option<i64>, _>("items_delisted").unwrap_or(0) as u64,
-                refused: refused.map(|r| {
-                    (
-                        r["would_delist"].as_u64().unwrap_or(0),
-                        r["listed"].as_u64().unwrap_or(0),
-                    )
-                }),
-            }));
-        }
-        let version = ObjectVersion {
-            modified_at: job
-                .get::<Option<DateTime<Utc>>, _>("last_modified")
-                .unwrap_or_default(),
-            key: job.get("object_key"),
-            etag: job.get("etag"),
-        };
-        let newest: bool = sqlx::query_scalar(
-            "SELECT coalesce((s.snapshot_modified_at, s.snapshot_key, s.snapshot_etag)
-                             = ($2, $3, $4), false)
-                    AND NOT EXISTS (
-                        SELECT 1 FROM etl_jobs k
-                        WHERE k.source = $1 AND k.status = 'completed' AND NOT k.dry_run
-                          AND (k.last_modified, k.object_key, k.etag) > ($2, $3, $4))
-             FROM catalog_sources s WHERE s.source = $1",
-        )
-        .bind(&source)
-        .bind(version.modified_at)
-        .bind(&version.key)
-        .bind(&version.etag)
-        .fetch_one(&mut *tx)
-        .await?;
-        let eligible = newest && !job.get::<bool, _>("dry_run") && !job.get::<bool, _>("partial");
-        // The first snapshot of a source: every listed item is its own, or a newer object's.
-        if !eligible || job.get::<bool, _>("catalog_was_empty") {
-            return Ok(DelistStep::Open(Delisting {
-                tx,
-                job_id: id,
-                outcome: DelistOutcome {
-                    eligible,
-                    ..DelistOutcome::default()
-                },
-                rows: Vec::new(),
-            }));
-        }
-        // Listed items the object does not mention and no newer object wrote. EXCEPT is a
-        // hashed set difference: one pass over each side, whatever the planner estimates for
-        // the unnested mentions.
-        let candidates = "SELECT c.sku FROM catalog_items c
-             WHERE c.source = $1 AND c.delisted_at IS NULL
-               AND (c.version_modified_at, c.version_key, c.version_etag) <= ($3, $4, $5)
-             EXCEPT
-             SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2
-             EXCEPT
-             SELECT unnest(invalid_skus) FROM etl_chunks WHERE job_id = $2";
-        // The set difference once, kept for the guard's count and the update.
-        sqlx::query(&format!(
-            "CREATE TEMP TABLE delist_candidates (candidate) ON COMMIT DROP AS {candidates}"
-        ))
-        .bind(&source)
-        .bind(id)
-        .bind(version.modified_at)
-        .bind(&version.key)
-        .bind(&version.etag)
-        .execute(&mut *tx)
-        .await?;
-        let counts = sqlx::query(
-            "SELECT (SELECT count(*) FROM catalog_items WHERE source = $1
-                     AND delisted_at IS NULL) AS listed,
-                    (SELECT count(*) FROM delist_candidates) AS would",
-        )
-        .bind(&source)
-        .fetch_one(&mut *tx)
-        .await?;
-        let listed = counts.get::<i64, _>("listed") as u64;
-        let would = counts.get::<i64, _>("would") as u64;
-        let guard_trips =
-            would > MASS_DELIST_MIN_ITEMS && (would as f64) > MASS_DELIST_MAX_SHARE * listed as f64;
-        if guard_trips && !job.get::<bool, _>("allow_mass_delist") {
-            return Ok(DelistStep::Open(Delisting {
-                tx,
-                job_id: id,
-                outcome: DelistOutcome {
-                    eligible: true,
-                    delisted: 0,
-                    refused: Some((would, listed)),
-                },
-                rows: Vec::new(),
-            }));
-        }
-        let rows = sqlx::query(&format!(
-            "UPDATE catalog_items AS u SET delisted_at = now(), delisted_by_job_id = $2,
-                    relisted_by_job_id = NULL,
-                    version_modified_at = $3, version_key = $4, version_etag = $5,
-                    version_row = 0, revision = nextval('catalog_revision'),
-                    digest = catalog_digest(u.sku, u.price, u.currency, u.availability, $3, $4,
-                                            $5, 0),
-                    updated_at = now()
-             FROM delist_candidates d
-             WHERE u.source = $1 AND u.sku = d.candidate
-             RETURNING {CATALOG_COLUMNS}"
-        ))
-        .bind(&source)
-        .bind(id)
-        .bind(version.modified_at)
-        .bind(&version.key)
-        .bind(&version.etag)
-        .fetch_all(&mut *tx)
-        .await?;
-        // Sorted like every other copy of catalog rows: a repeated copy is the same block.
-        let mut rows: Vec<CatalogItemRow> = rows.iter().map(catalog_row).collect();
-        rows.sort_by(|a, b| a.sku.cmp(&b.sku));
-        Ok(DelistStep::Open(Delisting {
-            tx,
-            job_id: id,
-            outcome: DelistOutcome {
-                eligible: true,
-                delisted: rows.len() as u64,
-                refused: None,
-            },
-            rows,
-        }))
-    }
-
-    pub async fn mark_delist_clickhouse_written(&self, job_id: &str) -> Result<(), EtlError> {
-        sqlx::query(
-            "UPDATE etl_jobs SET delist_clickhouse_written = true, updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(parse_job_id(job_id)?)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// Whether the job's delisting committed without its ClickHouse copy.
-    pub async fn delist_pending(&self, job_id: &str) -> Result<bool, EtlError> {
-        Ok(sqlx::query_scalar(
-            "SELECT delisted_at IS NOT NULL AND NOT delist_clickhouse_written
-             FROM etl_jobs WHERE id = $1",
-        )
-        .bind(parse_job_id(job_id)?)
-        .fetch_one(self.pool())
-        .await?)
-    }
-
-    /// The rows a job delisted that are still delisted by it, as they are now.
-    pub async fn rows_delisted_by(
-        &self,
-        source: &str,
-        job_id: &str,
-    ) -> Result<Vec<CatalogItemRow>, EtlError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {CATALOG_COLUMNS} FROM catalog_items
-             WHERE source = $1 AND delisted_by_job_id = $2 ORDER BY sku"
-        ))
-        .bind(source)
-        .bind(parse_job_id(job_id)?)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(catalog_row).collect())
     }
 
     /// The catalog rows among `skus` that `job_id` wrote last, as they are now: a committed
@@ -664,24 +456,26 @@ impl PgStore {
         Ok(n as u64)
     }
 
-    /// Postgres' side of the catalog comparison, computed in the database in one pass: listed
-    /// and delisted counts, the checksum of the listed items' digests recomputed from their
-    /// fields, and how many listed items no longer match the digest recorded when they were
-    /// written.
-    pub async fn catalog_side(&self, source: &str) -> Result<CatalogSide, EtlError> {
-        let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE listed) AS listed,
-                    count(*) FILTER (WHERE NOT listed) AS delisted,
-                    coalesce(sum(('x' || substr(computed, 1, 15))::bit(60)::bigint)
-                             FILTER (WHERE listed), 0)::text AS checksum,
-                    count(*) FILTER (WHERE listed AND digest IS DISTINCT FROM computed)
-                        AS inconsistent
-             FROM (SELECT delisted_at IS NULL AS listed, digest,
-                          catalog_digest(sku, price, currency, availability,
-                                         version_modified_at, version_key, version_etag,
-                                         version_row) AS computed
-                   FROM catalog_items WHERE source = $1) AS items",
-        )
+    /// Postgres' side of the catalog comparison, computed in the database in one pass over the
+    /// source's items, listed and delisted: the counts, and the checksum of their digests. With
+    /// `recompute`, each digest is computed again from the row's fields (and rows whose stored
+    /// digest no longer matches are counted: changed behind the pipeline's back); without, the
+    /// stored digests are summed (what a job checks: the stores hold the same rows).
+    pub async fn catalog_side(
+        &self,
+        source: &str,
+        recompute: bool,
+    ) -> Result<CatalogSide, EtlError> {
+        let digest = if recompute { DIGEST_OF_ROW } else { "digest" };
+        let row = sqlx::query(&format!(
+            "SELECT count(*) FILTER (WHERE delisted_at IS NULL) AS listed,
+                    count(*) FILTER (WHERE delisted_at IS NOT NULL) AS delisted,
+                    coalesce(sum(('x' || substr(d, 1, 15))::bit(60)::bigint), 0)::text
+                        AS checksum,
+                    count(*) FILTER (WHERE digest IS DISTINCT FROM d) AS inconsistent
+             FROM (SELECT delisted_at, digest, {digest} AS d
+                   FROM catalog_items WHERE source = $1) AS items"
+        ))
         .bind(source)
         .fetch_one(self.pool())
         .await?;
@@ -693,20 +487,20 @@ impl PgStore {
         })
     }
 
-    /// Per bucket (the first two hex digits of md5(sku)): listed items and their checksum, to
-    /// find where the stores differ without reading rows.
+    /// Per bucket (the first two hex digits of md5(sku)): items and their checksum, to find
+    /// where the stores differ without reading rows.
     pub async fn catalog_buckets(
         &self,
         source: &str,
+        recompute: bool,
     ) -> Result<Vec<(String, u64, String)>, EtlError> {
-        let rows = sqlx::query(
+        let digest = if recompute { DIGEST_OF_ROW } else { "digest" };
+        let rows = sqlx::query(&format!(
             "SELECT substr(md5(sku), 1, 2) AS bucket, count(*) AS items,
-                    sum(('x' || substr(catalog_digest(sku, price, currency, availability,
-                        version_modified_at, version_key, version_etag, version_row), 1, 15))
-                        ::bit(60)::bigint)::text AS checksum
-             FROM catalog_items WHERE source = $1 AND delisted_at IS NULL
-             GROUP BY 1 ORDER BY 1",
-        )
+                    sum(('x' || substr({digest}, 1, 15))::bit(60)::bigint)::text AS checksum
+             FROM catalog_items WHERE source = $1
+             GROUP BY 1 ORDER BY 1"
+        ))
         .bind(source)
         .fetch_all(self.pool())
         .await?;
@@ -722,25 +516,25 @@ impl PgStore {
             .collect())
     }
 
-    /// (sku, digest recomputed from its fields) of the listed items of some buckets.
+    /// (sku, digest) of the items of some buckets.
     pub async fn catalog_digests(
         &self,
         source: &str,
         buckets: &[String],
+        recompute: bool,
     ) -> Result<Vec<(String, String)>, EtlError> {
-        let rows = sqlx::query(
-            "SELECT sku, catalog_digest(sku, price, currency, availability, version_modified_at,
-                                        version_key, version_etag, version_row) AS digest
-             FROM catalog_items
-             WHERE source = $1 AND delisted_at IS NULL AND substr(md5(sku), 1, 2) = ANY($2)",
-        )
+        let digest = if recompute { DIGEST_OF_ROW } else { "digest" };
+        let rows = sqlx::query(&format!(
+            "SELECT sku, {digest} AS d FROM catalog_items
+             WHERE source = $1 AND substr(md5(sku), 1, 2) = ANY($2)"
+        ))
         .bind(source)
         .bind(buckets)
         .fetch_all(self.pool())
         .await?;
         Ok(rows
             .iter()
-            .map(|row| (row.get("sku"), row.get("digest")))
+            .map(|row| (row.get("sku"), row.get("d")))
             .collect())
     }
 }

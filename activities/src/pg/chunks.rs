@@ -1,8 +1,8 @@
-//! The chunk ledger: one row per planned chunk. A chunk's effects in Postgres, its ClickHouse
-//! observations and its ledger row commit together (the observations are inserted inside the
-//! open transaction, with a deduplication token), so a chunk is either wholly committed or
-//! not at all; only the copy of the catalog rows it changed follows the commit, and that copy
-//! can be made again from Postgres alone.
+//! The chunk ledger: one row per planned chunk, and the Postgres side of a chunk's commit. The
+//! protocol that orders these statements against S3 and ClickHouse is
+//! [`crate::chunk_protocol`]; its locks and invariants are stated there.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Row, Transaction};
@@ -34,6 +34,9 @@ pub struct ChunkWork {
     pub byte_end: u64,
     pub first_row: u64,
     pub planned_rows: u64,
+    /// The plan's mention hashes of this chunk that other chunks of the object carry too
+    /// (sorted): skus mentioned more than once are always written.
+    pub shared_hashes: Vec<i64>,
     pub committed: Option<ChunkOutcome>,
     pub clickhouse_written: bool,
 }
@@ -61,6 +64,12 @@ fn outcome_of(row: &sqlx::postgres::PgRow, chunk_index: u32) -> ChunkOutcome {
     }
 }
 
+/// What [`chunk_work`] reads, from the ledger row `c` and its job `j`.
+const CHUNK_WORK_COLUMNS: &str = "j.source, j.bucket, j.object_key, j.etag, j.dry_run, \
+     j.last_modified, j.header_raw, c.attempts, c.byte_start, c.byte_end, c.first_row, \
+     c.planned_rows, c.shared_hashes, c.status, c.rows_total, c.rows_valid, c.rows_invalid, \
+     c.clickhouse_written";
+
 impl PgStore {
     /// Reads what a chunk attempt needs and takes the chunk's lease (the attempt counter): an
     /// older attempt still running somewhere can no longer commit.
@@ -70,7 +79,7 @@ impl PgStore {
         chunk_index: u32,
     ) -> Result<ChunkWork, EtlError> {
         let id = parse_job_id(job_id)?;
-        let row = sqlx::query(
+        let row = sqlx::query(&format!(
             "WITH attempt AS (
                  UPDATE etl_chunks
                  SET attempts = attempts + 1,
@@ -79,12 +88,8 @@ impl PgStore {
                  WHERE job_id = $1 AND chunk_index = $2
                  RETURNING *
              )
-             SELECT j.source, j.bucket, j.object_key, j.etag, j.dry_run, j.last_modified,
-                    j.header_raw, c.attempts, c.byte_start, c.byte_end, c.first_row,
-                    c.planned_rows, c.status, c.rows_total, c.rows_valid, c.rows_invalid,
-                    c.clickhouse_written
-             FROM attempt c JOIN etl_jobs j ON j.id = c.job_id",
-        )
+             SELECT {CHUNK_WORK_COLUMNS} FROM attempt c JOIN etl_jobs j ON j.id = c.job_id"
+        ))
         .bind(id)
         .bind(chunk_index as i32)
         .fetch_optional(self.pool())
@@ -94,36 +99,25 @@ impl PgStore {
             chunk: chunk_index,
             reason: "no such chunk in the plan".to_owned(),
         })?;
-        let status: String = row.get("status");
-        let bucket: String = row.get("bucket");
-        let key: String = row.get("object_key");
-        Ok(ChunkWork {
-            job_id: id,
-            chunk_index,
-            lease: row.get("attempts"),
-            source: row.get("source"),
-            dry_run: row.get("dry_run"),
-            version: ObjectVersion {
-                modified_at: row
-                    .get::<Option<DateTime<Utc>>, _>("last_modified")
-                    .ok_or_else(|| EtlError::MissingLastModified {
-                        bucket: bucket.clone(),
-                        key: key.clone(),
-                    })?,
-                key,
-                etag: row.get("etag"),
-            },
-            bucket,
-            header_raw: row
-                .get::<Option<Vec<u8>>, _>("header_raw")
-                .unwrap_or_default(),
-            byte_start: row.get::<i64, _>("byte_start") as u64,
-            byte_end: row.get::<i64, _>("byte_end") as u64,
-            first_row: row.get::<i64, _>("first_row") as u64,
-            planned_rows: row.get::<i64, _>("planned_rows") as u64,
-            committed: (status == "committed").then(|| outcome_of(&row, chunk_index)),
-            clickhouse_written: row.get("clickhouse_written"),
-        })
+        chunk_work(&row, id, chunk_index)
+    }
+
+    /// What a committed chunk's copy to ClickHouse needs, without taking its lease (the copy
+    /// of an ended job's chunk, made by a later job of the source).
+    pub async fn committed_chunk(
+        &self,
+        job_id: uuid::Uuid,
+        chunk_index: u32,
+    ) -> Result<ChunkWork, EtlError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHUNK_WORK_COLUMNS} FROM etl_chunks c JOIN etl_jobs j ON j.id = c.job_id
+             WHERE c.job_id = $1 AND c.chunk_index = $2"
+        ))
+        .bind(job_id)
+        .bind(chunk_index as i32)
+        .fetch_one(self.pool())
+        .await?;
+        chunk_work(&row, job_id, chunk_index)
     }
 
     /// Opens the chunk's transaction: locks its ledger row, then checks that it is still
@@ -194,33 +188,47 @@ impl PgStore {
         Ok(attempts == work.lease)
     }
 
+    /// The chunk's ClickHouse copy is made; `observations_missing` when its observations
+    /// could not be (the object changed before they were). Returns the chunk's latest attempt
+    /// number: whoever made the copy, it is made.
     pub async fn mark_clickhouse_written(
         &self,
         job_id: uuid::Uuid,
         chunk_index: u32,
-    ) -> Result<(), EtlError> {
-        sqlx::query(
-            "UPDATE etl_chunks SET clickhouse_written = true, clickhouse_written_at = now()
-             WHERE job_id = $1 AND chunk_index = $2",
+        observations_missing: bool,
+    ) -> Result<i32, EtlError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE etl_chunks SET clickhouse_written = true, clickhouse_written_at = now(),
+                    observations_missing = $3
+             WHERE job_id = $1 AND chunk_index = $2
+             RETURNING attempts",
         )
         .bind(job_id)
         .bind(chunk_index as i32)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        .bind(observations_missing)
+        .fetch_one(self.pool())
+        .await?)
     }
 
-    /// Committed chunks of a job whose catalog changes have not been copied to ClickHouse.
-    pub async fn chunks_pending_clickhouse(&self, job_id: &str) -> Result<Vec<u32>, EtlError> {
-        let rows: Vec<i32> = sqlx::query_scalar(
-            "SELECT chunk_index FROM etl_chunks
-             WHERE job_id = $1 AND status = 'committed' AND NOT clickhouse_written
-             ORDER BY chunk_index",
+    /// Committed chunks whose ClickHouse copy is not made: of this job (`job_id`) while it
+    /// runs, and of every ended job of its source (a failed job's copies are made by the next
+    /// job of the source). Reads the pending index only.
+    pub async fn chunks_pending_clickhouse(
+        &self,
+        source: &str,
+        job_id: uuid::Uuid,
+    ) -> Result<Vec<(uuid::Uuid, u32)>, EtlError> {
+        let rows: Vec<(uuid::Uuid, i32)> = sqlx::query_as(
+            "SELECT c.job_id, c.chunk_index FROM etl_chunks c JOIN etl_jobs j ON j.id = c.job_id
+             WHERE c.status = 'committed' AND NOT c.clickhouse_written
+               AND j.source = $1 AND (j.id = $2 OR j.status <> 'running')
+             ORDER BY j.created_at, c.chunk_index",
         )
-        .bind(parse_job_id(job_id)?)
+        .bind(source)
+        .bind(job_id)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.into_iter().map(|i| i as u32).collect())
+        Ok(rows.into_iter().map(|(job, i)| (job, i as u32)).collect())
     }
 
     /// The skus whose catalog rows a committed chunk wrote.
@@ -265,21 +273,67 @@ impl PgStore {
     }
 }
 
+/// The chunk and its job, from a row of the ledger joined with the job.
+fn chunk_work(
+    row: &sqlx::postgres::PgRow,
+    job_id: uuid::Uuid,
+    chunk_index: u32,
+) -> Result<ChunkWork, EtlError> {
+    let status: String = row.get("status");
+    let bucket: String = row.get("bucket");
+    let key: String = row.get("object_key");
+    Ok(ChunkWork {
+        job_id,
+        chunk_index,
+        lease: row.get("attempts"),
+        source: row.get("source"),
+        dry_run: row.get("dry_run"),
+        version: ObjectVersion {
+            modified_at: row
+                .get::<Option<DateTime<Utc>>, _>("last_modified")
+                .ok_or_else(|| EtlError::MissingLastModified {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                })?,
+            key,
+            etag: row.get("etag"),
+        },
+        bucket,
+        header_raw: row
+            .get::<Option<Vec<u8>>, _>("header_raw")
+            .unwrap_or_default(),
+        byte_start: row.get::<i64, _>("byte_start") as u64,
+        byte_end: row.get::<i64, _>("byte_end") as u64,
+        first_row: row.get::<i64, _>("first_row") as u64,
+        planned_rows: row.get::<i64, _>("planned_rows") as u64,
+        shared_hashes: row
+            .get::<Option<Vec<i64>>, _>("shared_hashes")
+            .unwrap_or_default(),
+        committed: (status == "committed").then(|| outcome_of(row, chunk_index)),
+        clickhouse_written: row.get("clickhouse_written"),
+    })
+}
+
 impl ChunkCommit {
-    /// Writes the chunk's latest row of each sku to the catalog as `mode` allows; returns the
-    /// rows written.
+    /// Writes the chunk's latest row of each sku to the catalog as `mode` allows (`always`:
+    /// skus the object mentions more than once, written even when unchanged); returns the rows
+    /// written.
     pub async fn write_catalog(
         &mut self,
         source: &str,
         version: &ObjectVersion,
         parsed: &ParsedChunk,
+        always: &HashSet<&str>,
     ) -> Result<Vec<WrittenItem>, EtlError> {
         catalog::upsert_items(
             &mut self.tx,
-            self.mode,
-            self.work_job,
-            source,
-            version,
+            catalog::Upsert {
+                mode: self.mode,
+                job_id: self.work_job,
+                source,
+                version,
+                always,
+            },
             parsed,
         )
         .await
@@ -290,7 +344,7 @@ impl ChunkCommit {
     }
 
     /// Commits the chunk and its ledger row. `clickhouse_written` is true when nothing is left
-    /// to copy (a dry run, or no catalog row written).
+    /// to copy (a dry run, or no observation and no catalog row).
     pub async fn commit(
         mut self,
         outcome: &ChunkOutcome,

@@ -9,7 +9,7 @@ use super::{ObjectVersion, PgStore, parse_job_id, parse_time, timestamp};
 use crate::{
     error::EtlError,
     model::{
-        IngestRequest, JobObject, JobOutcome, JobReconciliation, JobSummary, JobTotals, ObjectMeta,
+        IngestRequest, JobObject, JobReconciliation, JobSummary, JobTotals, ObjectMeta,
         Reconciliation,
     },
     planner::PlannedChunk,
@@ -43,24 +43,30 @@ pub struct JobFacts {
     pub version: ObjectVersion,
 }
 
-/// The plan being stored while the object is scanned: one transaction, so a plan is either
-/// absent or complete, and a worker killed mid-scan leaves nothing behind.
-pub struct PlanWriter {
-    tx: Transaction<'static, Postgres>,
+/// The plan being stored while the object is scanned. Each batch of chunks commits on its own
+/// (no transaction stays open across the S3 scan); the plan counts only once `finish` sets
+/// `planned_at`, and a scan that starts again stores the same chunks again (idempotent).
+pub struct PlanWriter<'a> {
+    pg: &'a PgStore,
     job_id: uuid::Uuid,
 }
 
-impl PlanWriter {
+impl PlanWriter<'_> {
     pub async fn add_chunks(&mut self, chunks: &[PlannedChunk]) -> Result<(), EtlError> {
-        for batch in chunks.chunks(10_000) {
+        for batch in chunks.chunks(1_000) {
             let index: Vec<i32> = batch.iter().map(|c| c.index as i32).collect();
             let start: Vec<i64> = batch.iter().map(|c| c.start as i64).collect();
             let end: Vec<i64> = batch.iter().map(|c| c.end as i64).collect();
             let first_row: Vec<i64> = batch.iter().map(|c| c.first_row as i64).collect();
             let rows: Vec<i64> = batch.iter().map(|c| c.rows as i64).collect();
+            // Postgres arrays of arrays must be rectangular: one array literal per chunk.
+            let mentions: Vec<String> = batch.iter().map(|c| bigint_array(&c.mentions)).collect();
             sqlx::query(
-                "INSERT INTO etl_chunks (job_id, chunk_index, byte_start, byte_end, first_row, planned_rows)
-                 SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+                "INSERT INTO etl_chunks (job_id, chunk_index, byte_start, byte_end, first_row,
+                                         planned_rows, mention_hashes)
+                 SELECT $1, c.i, c.s, c.e, c.f, c.r, c.m::bigint[]
+                 FROM UNNEST($2::int[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                             $7::text[]) AS c(i, s, e, f, r, m)
                  ON CONFLICT (job_id, chunk_index) DO NOTHING",
             )
             .bind(self.job_id)
@@ -69,23 +75,39 @@ impl PlanWriter {
             .bind(end)
             .bind(first_row)
             .bind(rows)
-            .execute(&mut *self.tx)
+            .bind(mentions)
+            .execute(self.pg.pool())
             .await?;
         }
         Ok(())
     }
 
-    /// Completes the plan. A full snapshot (`snapshot`) also becomes its source's newest
-    /// snapshot if it is newer than the registered one; the row lock waits for chunk
-    /// transactions of the source in flight, so none of them straddles the change.
+    /// Completes the plan in one transaction: the mention hashes that more than one chunk
+    /// carries become each chunk's shared hashes, and a full snapshot (`snapshot`) becomes its
+    /// source's newest snapshot if it is newer than the registered one; that row lock waits
+    /// for chunk transactions of the source in flight, so none of them straddles the change.
     pub async fn finish(
-        mut self,
+        self,
         source: &str,
         header_raw: &[u8],
         chunks: u32,
         source_rows: u64,
         snapshot: Option<&ObjectVersion>,
     ) -> Result<(), EtlError> {
+        let mut tx = self.pg.pool().begin().await?;
+        sqlx::query(
+            "WITH shared AS MATERIALIZED (
+                 SELECT h FROM etl_chunks, unnest(mention_hashes) AS h
+                 WHERE job_id = $1 GROUP BY h HAVING count(*) > 1)
+             UPDATE etl_chunks c
+             SET shared_hashes = (SELECT array_agg(h ORDER BY h) FROM unnest(c.mention_hashes) h
+                                  WHERE h IN (SELECT h FROM shared)),
+                 mention_hashes = NULL
+             WHERE c.job_id = $1",
+        )
+        .bind(self.job_id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE etl_jobs SET header_raw = $2, chunks = $3, source_rows = $4,
                     planned_at = clock_timestamp(), updated_at = now()
@@ -95,7 +117,7 @@ impl PlanWriter {
         .bind(header_raw)
         .bind(chunks as i32)
         .bind(source_rows as i64)
-        .execute(&mut *self.tx)
+        .execute(&mut *tx)
         .await?;
         if let Some(version) = snapshot {
             sqlx::query(
@@ -110,7 +132,7 @@ impl PlanWriter {
             .bind(&version.key)
             .bind(&version.etag)
             .bind(self.job_id)
-            .execute(&mut *self.tx)
+            .execute(&mut *tx)
             .await?;
             // Read after the registration, which waited for every chunk of the source in
             // flight: what is not in the catalog now can only come from newer objects.
@@ -121,12 +143,40 @@ impl PlanWriter {
             )
             .bind(self.job_id)
             .bind(source)
-            .execute(&mut *self.tx)
+            .execute(&mut *tx)
             .await?;
         }
-        self.tx.commit().await?;
+        tx.commit().await?;
         Ok(())
     }
+}
+
+/// A job's mode in words (empty for a plain snapshot ingest), for messages.
+pub fn mode_words(dry_run: bool, partial: bool, allow_mass_delist: bool) -> String {
+    [
+        (dry_run, " (dry run)"),
+        (partial, " (--partial)"),
+        (allow_mass_delist, " (--allow-mass-delist)"),
+    ]
+    .iter()
+    .filter(|(set, _)| *set)
+    .map(|(_, words)| *words)
+    .collect()
+}
+
+/// `{1,2,3}`: a Postgres array literal of integers.
+fn bigint_array(values: &[i64]) -> String {
+    use std::fmt::Write;
+    let mut literal = String::with_capacity(2 + values.len() * 21);
+    literal.push('{');
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            literal.push(',');
+        }
+        let _ = write!(literal, "{value}");
+    }
+    literal.push('}');
+    literal
 }
 
 impl PgStore {
@@ -175,8 +225,9 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query(
-            "SELECT status, source, bucket, object_key, etag, dry_run,
-                    planned_at IS NOT NULL AS planned, chunks, source_rows, last_modified, size
+            "SELECT status, source, bucket, object_key, etag, dry_run, partial,
+                    allow_mass_delist, planned_at IS NOT NULL AS planned, chunks, source_rows,
+                    last_modified, size
              FROM etl_jobs WHERE id = $1",
         )
         .bind(job_id)
@@ -186,7 +237,9 @@ impl PgStore {
             && row.get::<String, _>("bucket") == request.bucket
             && row.get::<String, _>("object_key") == request.key
             && row.get::<String, _>("etag") == request.etag
-            && row.get::<bool, _>("dry_run") == request.dry_run;
+            && row.get::<bool, _>("dry_run") == request.dry_run
+            && row.get::<bool, _>("partial") == options.partial
+            && row.get::<bool, _>("allow_mass_delist") == options.allow_mass_delist;
         if !same {
             return Err(EtlError::JobConflict(format!(
                 "job {} (workflow {workflow_id}) exists for {} s3://{}/{} ETag {}{}, not for \
@@ -196,11 +249,11 @@ impl PgStore {
                 row.get::<String, _>("bucket"),
                 row.get::<String, _>("object_key"),
                 row.get::<String, _>("etag"),
-                if row.get::<bool, _>("dry_run") {
-                    " (dry run)"
-                } else {
-                    ""
-                }
+                mode_words(
+                    row.get("dry_run"),
+                    row.get("partial"),
+                    row.get("allow_mass_delist")
+                )
             )));
         }
         if let (Some(rerun), Some(origin)) = (&request.supersedes, supersedes) {
@@ -261,9 +314,9 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn begin_plan(&self, job_id: &str) -> Result<PlanWriter, EtlError> {
+    pub fn plan_writer(&self, job_id: &str) -> Result<PlanWriter<'_>, EtlError> {
         Ok(PlanWriter {
-            tx: self.pool().begin().await?,
+            pg: self,
             job_id: parse_job_id(job_id)?,
         })
     }
@@ -419,7 +472,8 @@ impl PgStore {
     }
 
     /// No chunk of the job can commit after this: an attempt that outlived its lease finds the
-    /// job sealed and writes nothing, so what the workflow reports stays what is stored.
+    /// job sealed and writes nothing, so what the workflow reports stays what is stored. Waits
+    /// for the job's chunk transactions in flight (they hold the job row FOR SHARE).
     pub async fn seal(&self, job_id: &str) -> Result<(), EtlError> {
         sqlx::query(
             "UPDATE etl_jobs SET accepting_commits = false, updated_at = now() WHERE id = $1",
@@ -430,8 +484,10 @@ impl PgStore {
         Ok(())
     }
 
-    /// Jobs of `source` other than `job_id` that may still change the catalog or have not
-    /// copied their changes to ClickHouse yet: comparing the stores must wait for them.
+    /// Running jobs of `source` other than `job_id` that may still change the catalog or have
+    /// not copied their changes to ClickHouse yet: comparing the stores must wait for them.
+    /// Ended jobs never count (what they owe ClickHouse, the comparing job copies first), so
+    /// the cost is that of the running jobs, whatever the source's history.
     pub async fn source_activity(
         &self,
         source: &str,
@@ -439,9 +495,8 @@ impl PgStore {
     ) -> Result<SourceActivity, EtlError> {
         let rows = sqlx::query(
             "SELECT j.id FROM etl_jobs j
-             WHERE j.source = $1 AND j.id <> $2 AND NOT j.dry_run
-               AND ((j.status = 'running' AND j.accepting_commits)
-                    OR (j.delisted_at IS NOT NULL AND NOT j.delist_clickhouse_written)
+             WHERE j.source = $1 AND j.status = 'running' AND j.id <> $2 AND NOT j.dry_run
+               AND (j.accepting_commits
                     OR EXISTS (SELECT 1 FROM etl_chunks c WHERE c.job_id = j.id
                                AND c.status = 'committed' AND NOT c.clickhouse_written))
              LIMIT 10",
@@ -456,79 +511,6 @@ impl PgStore {
                 .map(|row| row.get::<uuid::Uuid, _>(0).to_string())
                 .collect(),
         })
-    }
-
-    /// Final status. A job that already ended keeps its first final status: a replayed
-    /// finalize must not turn `completed` into `failed` or move `finished_at`. A job never ends
-    /// with a change in Postgres that ClickHouse has not got: that is retried until it has. A
-    /// completed (non-dry-run) job enters the source's manifest in the same transaction.
-    /// Returns the job's source when this call ended it.
-    pub async fn finalize(
-        &self,
-        job_id: &str,
-        outcome: &JobOutcome,
-    ) -> Result<Option<String>, EtlError> {
-        let status = outcome.status();
-        let (error, error_type) = match outcome {
-            JobOutcome::Completed => (None, None),
-            JobOutcome::Failed { error, error_type } => {
-                (Some(error.as_str()), Some(error_type.as_str()))
-            }
-            JobOutcome::Cancelled { reason } => (Some(reason.as_str()), None),
-        };
-        let id = parse_job_id(job_id)?;
-        let mut tx = self.pool().begin().await?;
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM etl_chunks c JOIN etl_jobs j ON j.id = c.job_id
-             WHERE c.job_id = $1 AND c.status = 'committed' AND NOT c.clickhouse_written
-               AND NOT j.dry_run",
-        )
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let delist_pending: bool = sqlx::query_scalar(
-            "SELECT delisted_at IS NOT NULL AND NOT delist_clickhouse_written
-             FROM etl_jobs WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if pending > 0 || delist_pending {
-            return Err(EtlError::NotYet(format!(
-                "job {job_id}: {pending} committed chunks{} not copied to ClickHouse yet",
-                if delist_pending {
-                    " and its delisting"
-                } else {
-                    ""
-                }
-            )));
-        }
-        let finalized: Option<String> = sqlx::query_scalar(
-            "UPDATE etl_jobs SET status = $2, error = $3, error_type = $4, finished_at = now(),
-                    accepting_commits = false, updated_at = now()
-             WHERE id = $1 AND status = 'running'
-             RETURNING source",
-        )
-        .bind(id)
-        .bind(status)
-        .bind(error)
-        .bind(error_type)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if finalized.is_some() && matches!(outcome, JobOutcome::Completed) {
-            sqlx::query(
-                "INSERT INTO ingested_objects (source, bucket, object_key, etag, job_id)
-                 SELECT source, bucket, object_key, etag, id FROM etl_jobs
-                 WHERE id = $1 AND NOT dry_run
-                 ON CONFLICT (source, bucket, object_key, etag)
-                 DO UPDATE SET job_id = EXCLUDED.job_id, ingested_at = now()",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(finalized)
     }
 
     /// The job's status and error, or `None` when no job row exists (yet).
@@ -552,6 +534,8 @@ impl PgStore {
                     j.reconciliation, j.created_at, j.finished_at, j.deadline_at,
                     j.supersedes_job_id, j.superseded_by_job_id, j.superseded_at, j.verified_at,
                     j.verified_ok,
+                    j.delisted_at IS NOT NULL AND NOT j.delist_clickhouse_written
+                        AS delisting_pending,
                     coalesce(j.rows_total, c.rows_total) AS rows_total,
                     coalesce(j.rows_valid, c.rows_valid) AS rows_valid,
                     coalesce(j.rows_invalid, c.rows_invalid) AS rows_invalid,
@@ -624,6 +608,7 @@ impl PgStore {
                 .get::<Option<DateTime<Utc>>, _>("finished_at")
                 .map(timestamp),
             chunks_clickhouse_pending: row.get::<i64, _>("clickhouse_pending") as u32,
+            delisting_clickhouse_pending: row.get("delisting_pending"),
             supersedes_job_id: row
                 .get::<Option<uuid::Uuid>, _>("supersedes_job_id")
                 .map(|id| id.to_string()),

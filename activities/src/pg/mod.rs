@@ -1,11 +1,12 @@
 //! Postgres, the system of record: jobs and their plan (`jobs`), the chunk ledger and a chunk's
-//! commit (`chunks`), the current catalog with its versions, delisting and digests
-//! (`catalog`).
+//! commit (`chunks`), the current catalog with its versions and digests (`catalog`), and a
+//! job's end with its delisting (`completion`).
 //!
 //! All statements are parameterised; input never becomes SQL text.
 
 mod catalog;
 mod chunks;
+mod completion;
 mod jobs;
 
 use std::str::FromStr;
@@ -16,9 +17,9 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-pub use catalog::WrittenItem;
-pub use catalog::{CatalogItemRow, DelistStep, Delisting};
+pub use catalog::{CatalogItemRow, WrittenItem};
 pub use chunks::{Begun, ChunkCommit, ChunkWork};
+pub use completion::{Completion, DelistedItem, EndedJob};
 pub use jobs::{JobFacts, JobState, PlanWriter, SourceActivity};
 
 use crate::{

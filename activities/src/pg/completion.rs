@@ -1,0 +1,388 @@
+//! The Postgres side of a job's end ([`crate::job_protocol`] states the protocol): the
+//! completing transaction, which delists and marks the job completed at once; the end of a job
+//! that did not complete; and what the ClickHouse copy of a delisting reads.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::json;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{
+    ObjectVersion, PgStore,
+    catalog::{
+        CATALOG_COLUMNS, CatalogItemRow, MASS_DELIST_MAX_SHARE, MASS_DELIST_MIN_ITEMS, catalog_row,
+    },
+    parse_job_id,
+};
+use crate::{
+    error::EtlError,
+    model::{DelistOutcome, JobOutcome},
+};
+
+/// A job that a call ended (the first time): what the metrics count.
+#[derive(Debug, Clone)]
+pub struct EndedJob {
+    pub source: String,
+    pub status: &'static str,
+    pub dry_run: bool,
+    pub rows_valid: u64,
+    pub rows_invalid: u64,
+    pub items_delisted: u64,
+}
+
+/// What the completing transaction decided (or, on a repeated call, had decided).
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The job's status after the call: `completed`, or the status it had already.
+    pub status: String,
+    pub delisting: DelistOutcome,
+    /// `Some` when this call completed the job.
+    pub ended_now: Option<EndedJob>,
+}
+
+/// An item as a delisting took it away, for its `delisted` observation.
+#[derive(Debug, Clone)]
+pub struct DelistedItem {
+    pub sku: String,
+    pub price: Option<Decimal>,
+    pub currency: String,
+}
+
+fn stored_delisting(job: &sqlx::postgres::PgRow) -> DelistOutcome {
+    let refused: Option<serde_json::Value> = job.get("delist_refused");
+    DelistOutcome {
+        eligible: job.get::<Option<DateTime<Utc>>, _>("delisted_at").is_some(),
+        delisted: job.get::<Option<i64>, _>("items_delisted").unwrap_or(0) as u64,
+        refused: refused.map(|r| {
+            (
+                r["would_delist"].as_u64().unwrap_or(0),
+                r["listed"].as_u64().unwrap_or(0),
+            )
+        }),
+    }
+}
+
+impl PgStore {
+    /// Completes the job in one transaction: no chunk of it commits any more, every chunk is
+    /// committed, the delisting (if the job may delist) is applied, the job is `completed` and
+    /// enters the manifest. Either all of it commits or none: a job that delisted is a
+    /// completed job, and a job that did not complete delisted nothing. A repeated call
+    /// returns what the first one decided.
+    pub async fn complete(&self, job_id: &str) -> Result<Completion, EtlError> {
+        let id = parse_job_id(job_id)?;
+        let mut tx = self.pool().begin().await?;
+        // FOR UPDATE waits for chunk transactions of the job in flight (they hold it FOR SHARE);
+        // none commits after this one.
+        let job = sqlx::query(
+            "SELECT source, status, dry_run, partial, allow_mass_delist, last_modified,
+                    object_key, etag, catalog_was_empty, rows_valid, rows_invalid, delisted_at,
+                    items_delisted, delist_refused
+             FROM etl_jobs WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| EtlError::JobNotFound(job_id.to_owned()))?;
+        let status: String = job.get("status");
+        if status != "running" {
+            return Ok(Completion {
+                delisting: stored_delisting(&job),
+                status,
+                ended_now: None,
+            });
+        }
+        let uncommitted: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM etl_chunks WHERE job_id = $1 AND status <> 'committed'",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if uncommitted > 0 {
+            return Err(EtlError::Reconciliation(format!(
+                "job {job_id} cannot complete: {uncommitted} of its chunks are not committed"
+            )));
+        }
+        let source: String = job.get("source");
+        let dry_run: bool = job.get("dry_run");
+        let mut delisting = DelistOutcome::default();
+        let mut delisted = 0;
+        if !dry_run {
+            let version = ObjectVersion {
+                modified_at: job
+                    .get::<Option<DateTime<Utc>>, _>("last_modified")
+                    .unwrap_or_default(),
+                key: job.get("object_key"),
+                etag: job.get("etag"),
+            };
+            delisting = delist(&mut tx, id, &source, &version, &job).await?;
+            delisted = delisting.delisted;
+            sqlx::query(
+                "UPDATE catalog_sources SET completed_modified_at = $2, completed_key = $3,
+                        completed_etag = $4, updated_at = now()
+                 WHERE source = $1
+                   AND (completed_modified_at IS NULL
+                        OR (completed_modified_at, completed_key, completed_etag)
+                           < ($2, $3, $4))",
+            )
+            .bind(&source)
+            .bind(version.modified_at)
+            .bind(&version.key)
+            .bind(&version.etag)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO ingested_objects (source, bucket, object_key, etag, job_id)
+                 SELECT source, bucket, object_key, etag, id FROM etl_jobs WHERE id = $1
+                 ON CONFLICT (source, bucket, object_key, etag)
+                 DO UPDATE SET job_id = EXCLUDED.job_id, ingested_at = now()",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let refused = delisting
+            .refused
+            .map(|(would, listed)| json!({"would_delist": would, "listed": listed}));
+        sqlx::query(
+            "UPDATE etl_jobs SET status = 'completed', finished_at = now(),
+                    accepting_commits = false,
+                    delisted_at = CASE WHEN $2 THEN now() END,
+                    items_delisted = CASE WHEN dry_run THEN NULL ELSE $3 END,
+                    delist_refused = $4, delist_clickhouse_written = $5, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(delisting.eligible)
+        .bind(delisted as i64)
+        .bind(refused)
+        .bind(delisted == 0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Completion {
+            status: "completed".to_owned(),
+            ended_now: Some(EndedJob {
+                source,
+                status: "completed",
+                dry_run,
+                rows_valid: job.get::<Option<i64>, _>("rows_valid").unwrap_or(0) as u64,
+                rows_invalid: job.get::<Option<i64>, _>("rows_invalid").unwrap_or(0) as u64,
+                items_delisted: delisted,
+            }),
+            delisting,
+        })
+    }
+
+    /// Ends a job that did not complete (`failed` or `cancelled`): it stops accepting commits
+    /// and keeps its first final status. Nothing waits for ClickHouse: what its committed
+    /// chunks still owe ClickHouse is copied by the next job of the source (or a retry). Returns
+    /// the job when this call ended it.
+    pub async fn end_unfinished(
+        &self,
+        job_id: &str,
+        outcome: &JobOutcome,
+    ) -> Result<Option<EndedJob>, EtlError> {
+        let status = outcome.status();
+        let (error, error_type) = match outcome {
+            JobOutcome::Completed => {
+                return Err(EtlError::NotAllowed(format!(
+                    "job {job_id}: a job completes through its completing step, not here"
+                )));
+            }
+            JobOutcome::Failed { error, error_type } => (error.as_str(), Some(error_type.as_str())),
+            JobOutcome::Cancelled { reason } => (reason.as_str(), None),
+        };
+        let row = sqlx::query(
+            "UPDATE etl_jobs SET status = $2, error = $3, error_type = $4, finished_at = now(),
+                    accepting_commits = false, updated_at = now()
+             WHERE id = $1 AND status = 'running'
+             RETURNING source, dry_run",
+        )
+        .bind(parse_job_id(job_id)?)
+        .bind(status)
+        .bind(error)
+        .bind(error_type)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|row| EndedJob {
+            source: row.get("source"),
+            status,
+            dry_run: row.get("dry_run"),
+            rows_valid: 0,
+            rows_invalid: 0,
+            items_delisted: 0,
+        }))
+    }
+
+    /// Jobs of the source whose delisting committed without its ClickHouse copy: ended jobs,
+    /// and `job_id` itself.
+    pub async fn delistings_pending(
+        &self,
+        source: &str,
+        job_id: uuid::Uuid,
+    ) -> Result<Vec<uuid::Uuid>, EtlError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM etl_jobs
+             WHERE source = $1 AND delisted_at IS NOT NULL AND NOT delist_clickhouse_written
+               AND (id = $2 OR status <> 'running')
+             ORDER BY finished_at",
+        )
+        .bind(source)
+        .bind(job_id)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// A delisting's copy for ClickHouse: the delisted items as they were delisted (for the
+    /// history) and their catalog rows as they are now (sorted by sku, so a repeated copy is
+    /// the same block).
+    pub async fn delisting(
+        &self,
+        job_id: uuid::Uuid,
+    ) -> Result<(Vec<DelistedItem>, Vec<CatalogItemRow>), EtlError> {
+        let items = sqlx::query(
+            "SELECT sku, price, currency FROM catalog_delistings WHERE job_id = $1 ORDER BY sku",
+        )
+        .bind(job_id)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|row| DelistedItem {
+            sku: row.get("sku"),
+            price: row.get("price"),
+            currency: row.get("currency"),
+        })
+        .collect();
+        let rows = sqlx::query(&format!(
+            "SELECT {CATALOG_COLUMNS} FROM catalog_items c
+             WHERE (c.source, c.sku) IN (SELECT source, sku FROM catalog_delistings
+                                         WHERE job_id = $1)
+             ORDER BY c.sku"
+        ))
+        .bind(job_id)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(catalog_row)
+        .collect();
+        Ok((items, rows))
+    }
+
+    pub async fn mark_delist_clickhouse_written(&self, job_id: uuid::Uuid) -> Result<(), EtlError> {
+        sqlx::query(
+            "UPDATE etl_jobs SET delist_clickhouse_written = true, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(job_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+/// The delisting inside the completing transaction. The job may delist when it is a full
+/// snapshot (not a dry run, not partial) and its object is the newest of its source: the
+/// registered snapshot, and no completed job has a newer object. It delists every listed item
+/// that its object does not mention (valid or invalid rows alike) and that no newer object
+/// wrote, unless the mass-delist guard refuses.
+async fn delist(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: uuid::Uuid,
+    source: &str,
+    version: &ObjectVersion,
+    job: &sqlx::postgres::PgRow,
+) -> Result<DelistOutcome, EtlError> {
+    // Chunk transactions of every job of the source hold this row FOR SHARE: none is in flight
+    // while the delisting decides.
+    let newest: Option<bool> = sqlx::query_scalar(
+        "SELECT coalesce((snapshot_modified_at, snapshot_key, snapshot_etag) = ($2, $3, $4), false)
+                AND (completed_modified_at IS NULL
+                     OR (completed_modified_at, completed_key, completed_etag) <= ($2, $3, $4))
+         FROM catalog_sources WHERE source = $1 FOR UPDATE",
+    )
+    .bind(source)
+    .bind(version.modified_at)
+    .bind(&version.key)
+    .bind(&version.etag)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let eligible = newest.unwrap_or(false) && !job.get::<bool, _>("partial");
+    // The first snapshot of a source: every listed item is its own, or a newer object's.
+    if !eligible || job.get::<bool, _>("catalog_was_empty") {
+        return Ok(DelistOutcome {
+            eligible,
+            ..DelistOutcome::default()
+        });
+    }
+    // Listed items the object does not mention and no newer object wrote. EXCEPT is a hashed
+    // set difference: one pass over each side, whatever the planner estimates for the
+    // unnested mentions. Kept once for the guard's count and the update.
+    sqlx::query(
+        "CREATE TEMP TABLE delist_candidates (candidate) ON COMMIT DROP AS
+         SELECT c.sku FROM catalog_items c
+         WHERE c.source = $1 AND c.delisted_at IS NULL
+           AND (c.version_modified_at, c.version_key, c.version_etag) <= ($3, $4, $5)
+         EXCEPT
+         SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2
+         EXCEPT
+         SELECT unnest(invalid_skus) FROM etl_chunks WHERE job_id = $2",
+    )
+    .bind(source)
+    .bind(job_id)
+    .bind(version.modified_at)
+    .bind(&version.key)
+    .bind(&version.etag)
+    .execute(&mut **tx)
+    .await?;
+    let counts = sqlx::query(
+        "SELECT (SELECT count(*) FROM catalog_items WHERE source = $1
+                 AND delisted_at IS NULL) AS listed,
+                (SELECT count(*) FROM delist_candidates) AS would",
+    )
+    .bind(source)
+    .fetch_one(&mut **tx)
+    .await?;
+    let listed = counts.get::<i64, _>("listed") as u64;
+    let would = counts.get::<i64, _>("would") as u64;
+    let guard_trips =
+        would > MASS_DELIST_MIN_ITEMS && (would as f64) > MASS_DELIST_MAX_SHARE * listed as f64;
+    if guard_trips && !job.get::<bool, _>("allow_mass_delist") {
+        return Ok(DelistOutcome {
+            eligible: true,
+            delisted: 0,
+            refused: Some((would, listed)),
+        });
+    }
+    let delisted: i64 = sqlx::query_scalar(
+        "WITH delisted AS (
+             UPDATE catalog_items AS u SET delisted_at = now(), delisted_by_job_id = $2,
+                    relisted_by_job_id = NULL,
+                    version_modified_at = $3, version_key = $4, version_etag = $5,
+                    version_row = 0, revision = nextval('catalog_revision'),
+                    digest = catalog_item_digest(u.sku, u.name, u.brand, u.category,
+                        u.description, u.price, u.currency, u.weight_grams, u.availability,
+                        u.product_url, u.image_urls, u.attributes, true, $3, $4, $5, 0),
+                    updated_at = now()
+             FROM delist_candidates d
+             WHERE u.source = $1 AND u.sku = d.candidate
+             RETURNING u.source, u.sku, u.price, u.currency),
+         recorded AS (
+             INSERT INTO catalog_delistings (job_id, source, sku, price, currency)
+             SELECT $2, source, sku, price, currency FROM delisted
+             ON CONFLICT (job_id, sku) DO NOTHING
+             RETURNING 1)
+         SELECT count(*) FROM recorded",
+    )
+    .bind(source)
+    .bind(job_id)
+    .bind(version.modified_at)
+    .bind(&version.key)
+    .bind(&version.etag)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(DelistOutcome {
+        eligible: true,
+        delisted: delisted as u64,
+        refused: None,
+    })
+}
