@@ -2,11 +2,12 @@
 #   make up      install what is missing and start Temporal, Postgres, ClickHouse and Garage (S3)
 #   make down    stop the services `make up` started (Postgres is left running)
 #   make test    every test (unit, end-to-end, then `make test-faults`)
+#   make soak SEED=… N=…   N more model-based scenarios from seed SEED
 #   eval "$$(make -s env)"   load the connection settings into your shell
 SHELL := /bin/bash
 MAKEFLAGS += --no-print-directory
 
-.PHONY: deps up down status env build demo test test-faults bench bench-big bench-runaway bench-reconcile screenshots record-histories
+.PHONY: deps up down status env build demo test test-faults soak bench bench-big bench-runaway bench-reconcile screenshots record-histories
 
 deps:
 	bash scripts/stack.sh deps
@@ -35,6 +36,10 @@ test: up
 	bash scripts/test.sh
 test-faults: up
 	bash scripts/test.sh faults
+# More model-based scenarios than `make test` runs: SEED (first seed, decimal or 0x hex;
+# random if unset, and printed) and N (how many, default 20).
+soak: up
+	SOAK_SEED=$(SEED) SOAK_N=$${N:-20} bash scripts/test.sh soak
 bench: up
 	bash scripts/bench.sh
 # About 1 GB of CSV (1,450,000 rows of ~740 bytes): worker peak RSS with default settings.

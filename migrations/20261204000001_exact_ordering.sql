@@ -104,3 +104,12 @@ CREATE TABLE catalog_delistings (
 INSERT INTO catalog_delistings (job_id, source, sku, price, currency)
 SELECT delisted_by_job_id, source, sku, price, currency FROM catalog_items
 WHERE delisted_by_job_id IS NOT NULL;
+
+-- Each mode is a job of its own; the manifest remembers whether a version was ingested as a
+-- full snapshot, so a source run of snapshots takes again a version ingested only as partial.
+ALTER TABLE ingested_objects ADD COLUMN snapshot boolean NOT NULL DEFAULT true;
+UPDATE ingested_objects m SET snapshot = NOT j.partial FROM etl_jobs j WHERE j.id = m.job_id;
+
+-- The skus a committed chunk wrote with its job's relisting mark: a sku the object holds twice
+-- is reported by both chunks, so a job counts its relisted items as distinct skus.
+ALTER TABLE etl_chunks ADD COLUMN relisted_skus text[];

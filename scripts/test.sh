@@ -2,6 +2,7 @@
 # Runs the tests against the local stack (`make up`):
 #   scripts/test.sh          every test: unit and end-to-end tests, then the fault-injection tests
 #   scripts/test.sh faults   the fault-injection tests only (`make test-faults`)
+#   scripts/test.sh soak     model-based scenarios from SOAK_SEED, SOAK_N of them (`make soak`)
 #   scripts/test.sh record-histories   rewrite tests/histories from real runs (`make record-histories`)
 # `make build` compiled everything once (release, `--all-targets`); the same profile and
 # feature set here means cargo finds every artifact fresh and compiles nothing.
@@ -20,6 +21,10 @@ run_faults() {
 
 if [ "${1:-}" = faults ]; then
   run_faults
+  exit
+fi
+if [ "${1:-}" = soak ]; then
+  cargo test --release --workspace -- --ignored --exact --nocapture model_based::soak
   exit
 fi
 # Re-records tests/histories (after a deliberate workflow change, guarded with ctx.patched).

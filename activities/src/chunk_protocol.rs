@@ -115,7 +115,10 @@ impl ChunkStores<'_> {
             return Ok(outcome);
         }
         let (parsed, read, parse) = self.read_and_parse(&work).await?;
-        pause::reached(PausePoint::ChunkAfterRead).await;
+        pause::reached_as(PausePoint::ChunkAfterRead, || {
+            format!("{}.{}", work.job_id, work.chunk_index)
+        })
+        .await;
         let postgres_started = Instant::now();
         let mut commit = match self.pg.begin_chunk_commit(&work).await? {
             Begun::Open(commit) => commit,
@@ -155,7 +158,6 @@ impl ChunkStores<'_> {
                 rows_valid: outcome.rows_valid,
                 rows_invalid: outcome.rows_invalid,
                 bytes: work.byte_end - work.byte_start,
-                relisted: written.iter().filter(|w| w.relisted).count() as u64,
             },
         );
         self.metrics.chunk_phase(Phase::Read, read);

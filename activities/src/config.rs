@@ -126,6 +126,9 @@ pub struct Config {
     /// `ETL_PAUSE_AT`: a step where the worker holds its activities, for fault-injection tests
     /// (never set in production).
     pub pause_at: Option<PausePoint>,
+    /// `ETL_PAUSE_GATE`: a directory through which a test releases the activities held at
+    /// `ETL_PAUSE_AT` one by one (see [`crate::pause`]).
+    pub pause_gate: Option<PathBuf>,
 }
 
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
@@ -179,6 +182,19 @@ impl Env {
             return Err(ConfigError::Invalid {
                 name,
                 reason: format!("{} is not a readable file", path.display()),
+            });
+        }
+        Ok(Some(path))
+    }
+
+    fn directory(&self, name: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(path) = self.optional(name).map(PathBuf::from) else {
+            return Ok(None);
+        };
+        if !path.is_dir() {
+            return Err(ConfigError::Invalid {
+                name,
+                reason: format!("{} is not a directory", path.display()),
             });
         }
         Ok(Some(path))
@@ -286,6 +302,7 @@ impl Config {
                 })
             })
             .transpose()?;
+        let pause_gate = env.directory("ETL_PAUSE_GATE")?;
         Ok(Self {
             temporal,
             task_queue: env.or("ETL_TASK_QUEUE", "catalog-etl"),
@@ -313,6 +330,7 @@ impl Config {
             metrics_addr,
             log_format,
             pause_at,
+            pause_gate,
         })
     }
 

@@ -51,7 +51,6 @@ pub struct CommittedChunk {
     pub rows_valid: u64,
     pub rows_invalid: u64,
     pub bytes: u64,
-    pub relisted: u64,
 }
 
 #[derive(Clone)]
@@ -132,7 +131,8 @@ impl Metrics {
             items_relisted: counter(
                 &meter,
                 "catalog_items_relisted_total",
-                "Delisted catalog items that came back, by source",
+                "Delisted catalog items that came back, by source (counted when their job \
+                 completes)",
             ),
             activity_failures: counter(
                 &meter,
@@ -180,10 +180,6 @@ impl Metrics {
         ]);
         self.bytes_read.add(chunk.bytes, &by_source);
         self.chunks_committed.add(1, &by_source);
-        if chunk.relisted > 0 {
-            self.items_relisted
-                .add(chunk.relisted, &self.labels(&[("source", source)]));
-        }
     }
 
     pub fn chunk_phase(&self, phase: Phase, took: Duration) {
@@ -211,9 +207,12 @@ impl Metrics {
                 job.rows_invalid,
             );
         }
+        let by_source = self.labels(&[("source", &job.source)]);
         if job.items_delisted > 0 {
-            self.items_delisted
-                .add(job.items_delisted, &self.labels(&[("source", &job.source)]));
+            self.items_delisted.add(job.items_delisted, &by_source);
+        }
+        if job.items_relisted > 0 {
+            self.items_relisted.add(job.items_relisted, &by_source);
         }
     }
 

@@ -342,6 +342,9 @@ pub struct JobSummary {
     pub dry_run: bool,
     /// Ingested as a partial object: it never delists.
     pub partial: bool,
+    /// The mass-delist guard was lifted for this job (`--allow-mass-delist`).
+    #[serde(default)]
+    pub allow_mass_delist: bool,
     pub rows_total: u64,
     pub rows_valid: u64,
     pub rows_invalid: u64,
@@ -556,19 +559,52 @@ pub struct RetentionReport {
 const JOB_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6d1f_3c1e_8b2a_4f4e_9c07_52a4_e1b0_c0de);
 
+/// How a job ingests its object version. With the version it is the job's identity: each mode
+/// is a job of its own (a version ingested `--partial` by mistake can be ingested again as a
+/// snapshot, and delist; a snapshot whose delisting the guard refused can be ingested again
+/// with `--allow-mass-delist`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMode {
+    pub dry_run: bool,
+    pub partial: bool,
+    pub allow_mass_delist: bool,
+}
+
+impl JobMode {
+    pub fn of(request: &IngestRequest) -> Self {
+        Self {
+            dry_run: request.dry_run,
+            partial: request.options.partial,
+            allow_mass_delist: request.options.allow_mass_delist,
+        }
+    }
+}
+
 /// The workflow ID of an ingest: one per (source, bucket, key, ETag) and mode, so triggering the
-/// same object version again finds the same workflow and job.
+/// same object version again finds the same workflow and job. A plain snapshot ingest and a dry
+/// run keep the ids they had before `partial` and `allow_mass_delist` joined the identity.
 pub fn ingest_workflow_id(
     source: &str,
     bucket: &str,
     key: &str,
     etag: &str,
-    dry_run: bool,
+    mode: JobMode,
 ) -> String {
-    let identity = format!("{source}\0{bucket}\0{key}\0{etag}\0{dry_run}");
+    let mut identity = format!("{source}\0{bucket}\0{key}\0{etag}\0{}", mode.dry_run);
+    let mut prefix = if mode.dry_run { "dry-run" } else { "ingest" }.to_owned();
+    for (set, name) in [
+        (mode.partial, "partial"),
+        (mode.allow_mass_delist, "allow-mass-delist"),
+    ] {
+        if set {
+            identity.push('\0');
+            identity.push_str(name);
+            prefix.push('-');
+            prefix.push_str(name);
+        }
+    }
     let digest = uuid::Uuid::new_v5(&JOB_ID_NAMESPACE, identity.as_bytes()).simple();
-    let mode = if dry_run { "dry-run" } else { "ingest" };
-    format!("{mode}-{source}-{digest}")
+    format!("{prefix}-{source}-{digest}")
 }
 
 /// The identity of an object version in ClickHouse's history (observations): the same for
@@ -589,18 +625,54 @@ mod tests {
 
     #[test]
     fn ids_are_stable_and_distinguish_every_part_of_the_identity() {
-        let base = ingest_workflow_id("cotopaxi", "catalog", "a.csv", "\"e1\"", false);
+        let snapshot = JobMode::default();
+        let base = ingest_workflow_id("cotopaxi", "catalog", "a.csv", "\"e1\"", snapshot);
         assert_eq!(
             base,
-            ingest_workflow_id("cotopaxi", "catalog", "a.csv", "\"e1\"", false)
+            ingest_workflow_id("cotopaxi", "catalog", "a.csv", "\"e1\"", snapshot)
         );
-        assert!(base.starts_with("ingest-cotopaxi-"));
+        // The id a plain ingest had before the other flags joined the identity.
+        assert_eq!(base, "ingest-cotopaxi-602c9feaa8d95999bea9eacaccdc0428");
+        let mode = |dry_run, partial, allow_mass_delist| JobMode {
+            dry_run,
+            partial,
+            allow_mass_delist,
+        };
+        let partial = ingest_workflow_id(
+            "cotopaxi",
+            "catalog",
+            "a.csv",
+            "\"e1\"",
+            mode(false, true, false),
+        );
+        assert!(partial.starts_with("ingest-partial-cotopaxi-"), "{partial}");
         for other in [
-            ingest_workflow_id("other", "catalog", "a.csv", "\"e1\"", false),
-            ingest_workflow_id("cotopaxi", "catalog2", "a.csv", "\"e1\"", false),
-            ingest_workflow_id("cotopaxi", "catalog", "b.csv", "\"e1\"", false),
-            ingest_workflow_id("cotopaxi", "catalog", "a.csv", "\"e2\"", false),
-            ingest_workflow_id("cotopaxi", "catalog", "a.csv", "\"e1\"", true),
+            ingest_workflow_id("other", "catalog", "a.csv", "\"e1\"", snapshot),
+            ingest_workflow_id("cotopaxi", "catalog2", "a.csv", "\"e1\"", snapshot),
+            ingest_workflow_id("cotopaxi", "catalog", "b.csv", "\"e1\"", snapshot),
+            ingest_workflow_id("cotopaxi", "catalog", "a.csv", "\"e2\"", snapshot),
+            ingest_workflow_id(
+                "cotopaxi",
+                "catalog",
+                "a.csv",
+                "\"e1\"",
+                mode(true, false, false),
+            ),
+            partial,
+            ingest_workflow_id(
+                "cotopaxi",
+                "catalog",
+                "a.csv",
+                "\"e1\"",
+                mode(false, false, true),
+            ),
+            ingest_workflow_id(
+                "cotopaxi",
+                "catalog",
+                "a.csv",
+                "\"e1\"",
+                mode(false, true, true),
+            ),
         ] {
             assert_ne!(base, other);
         }

@@ -5,9 +5,16 @@
 //! service down while the job is held, or let the attempt lose its lease to a retry (a zombie).
 //! SIGUSR1 releases the held activities and disarms the point. Unset, each point is one load of
 //! a `OnceLock`.
+//!
+//! With `ETL_PAUSE_GATE=<directory>` as well, the point becomes a gate that a test opens one
+//! activity at a time, to force an order (the model-based test commits an object's chunks last
+//! first, or in a random order): an activity that reaches it writes `<key>.held` into the
+//! directory and waits, heartbeating as usual, until `<key>.go` exists. A chunk's key is
+//! `<job id>.<chunk index>`.
 
 use std::{
     fmt,
+    path::{Path, PathBuf},
     str::FromStr,
     sync::{
         Arc, OnceLock,
@@ -70,6 +77,7 @@ impl FromStr for PausePoint {
 
 struct Armed {
     point: Option<PausePoint>,
+    gate: Option<PathBuf>,
     released: AtomicBool,
     release: Notify,
 }
@@ -81,14 +89,16 @@ tokio::task_local! {
     static FROZEN: Arc<AtomicBool>;
 }
 
-/// Sets the process's pause point once, at worker start-up; SIGUSR1 releases it.
-pub fn arm(point: Option<PausePoint>) -> std::io::Result<()> {
+/// Sets the process's pause point once, at worker start-up; SIGUSR1 releases it, or, with a
+/// `gate` directory, each held activity's `<key>.go` file does.
+pub fn arm(point: Option<PausePoint>, gate: Option<PathBuf>) -> std::io::Result<()> {
     let armed = ARMED.get_or_init(|| Armed {
         point,
+        gate,
         released: AtomicBool::new(false),
         release: Notify::new(),
     });
-    if armed.point.is_some() {
+    if armed.point.is_some() && armed.gate.is_none() {
         let mut signal =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
         tokio::spawn(async move {
@@ -105,8 +115,17 @@ pub fn arm(point: Option<PausePoint>) -> std::io::Result<()> {
 
 /// Holds the activity here while the worker is armed at `point` and not released.
 pub async fn reached(point: PausePoint) {
+    reached_as(point, || point.to_string()).await;
+}
+
+/// The same for an activity that a gate knows by `key` (made only when the point is armed).
+pub async fn reached_as(point: PausePoint, key: impl FnOnce() -> String) {
     let Some(armed) = ARMED.get() else { return };
     if armed.point != Some(point) {
+        return;
+    }
+    if let Some(gate) = &armed.gate {
+        pass_gate(gate, &key()).await;
         return;
     }
     // Registered before the flag is read, so a release in between is not missed.
@@ -123,6 +142,19 @@ pub async fn reached(point: PausePoint) {
     released.await;
     if let Some(frozen) = &frozen {
         frozen.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Waits until the test opens the gate for `key` (a test-only path: it polls).
+async fn pass_gate(gate: &Path, key: &str) {
+    let go = gate.join(format!("{key}.go"));
+    if let Err(err) = std::fs::write(gate.join(format!("{key}.held")), b"") {
+        tracing::error!("pause gate {}: {err}", gate.display());
+        return;
+    }
+    tracing::warn!(key, "held at the pause gate; {} opens it", go.display());
+    while !go.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 

@@ -10,7 +10,8 @@ use sqlx::Row;
 use crate::{
     error::EtlError,
     model::{
-        ObjectMeta, SourceIngestRequest, SourceListing, ingest_workflow_id, job_id_for_workflow,
+        JobMode, ObjectMeta, SourceIngestRequest, SourceListing, ingest_workflow_id,
+        job_id_for_workflow,
     },
     pg::{PgStore, parse_job_id, parse_time},
     s3::ObjectStore,
@@ -73,7 +74,9 @@ pub async fn list_source(
             )
             .await?;
         listing.listed += page.objects.len() as u64;
-        let states = pg.version_states(&request.source, &page.objects).await?;
+        let states = pg
+            .version_states(&request.source, &page.objects, request.options.partial)
+            .await?;
         for (object, state) in page.objects.into_iter().zip(states) {
             match state {
                 VersionState::Ingested => listing.skipped += 1,
@@ -112,12 +115,20 @@ pub async fn list_source(
 }
 
 impl PgStore {
-    /// Per listed version: in the manifest, else the status of the job it would get.
+    /// Per listed version: in the manifest, else the status of the job it would get. A run of
+    /// full snapshots takes again a version that was only ingested as partial (it may delist);
+    /// a partial run is satisfied by either.
     async fn version_states(
         &self,
         source: &str,
         objects: &[ObjectMeta],
+        partial: bool,
     ) -> Result<Vec<VersionState>, EtlError> {
+        let mode = JobMode {
+            dry_run: false,
+            partial,
+            allow_mass_delist: false,
+        };
         if objects.is_empty() {
             return Ok(Vec::new());
         }
@@ -126,12 +137,12 @@ impl PgStore {
         let job_ids: Vec<uuid::Uuid> = objects
             .iter()
             .map(|o| {
-                let workflow_id = ingest_workflow_id(source, &o.bucket, &o.key, &o.etag, false);
+                let workflow_id = ingest_workflow_id(source, &o.bucket, &o.key, &o.etag, mode);
                 parse_job_id(&job_id_for_workflow(&workflow_id))
             })
             .collect::<Result<_, _>>()?;
         let rows = sqlx::query(
-            "SELECT m.job_id IS NOT NULL AS ingested, j.status
+            "SELECT m.job_id IS NOT NULL AND (m.snapshot OR $6) AS ingested, j.status
              FROM UNNEST($3::text[], $4::text[], $5::uuid[]) WITH ORDINALITY
                   AS l(object_key, etag, job_id, ord)
              LEFT JOIN ingested_objects m
@@ -145,6 +156,7 @@ impl PgStore {
         .bind(&keys)
         .bind(&etags)
         .bind(&job_ids)
+        .bind(partial)
         .fetch_all(self.pool())
         .await?;
         Ok(rows

@@ -8,9 +8,10 @@ use activities::{
     config::{Config, Needs},
     generator::{GeneratorConfig, write_catalog},
     model::{
-        IngestRequest, JobObject, JobSummary, ObjectMeta, ingest_workflow_id, job_id_for_workflow,
+        IngestRequest, JobMode, JobObject, JobSummary, ObjectMeta, ingest_workflow_id,
+        job_id_for_workflow,
     },
-    pg::PgStore,
+    pg::{PgStore, mode_words},
     s3::{ObjectStore, parse_s3_uri},
     temporal::Patience,
     visibility,
@@ -352,11 +353,8 @@ async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<ExitCode> {
     let (bucket, key) = parse_object_uri(&args.uri)?;
     let s3 = ObjectStore::new(config)?;
     let object = s3.head(&bucket, &key).await?;
-    let workflow_id = args.workflow_id.clone().unwrap_or_else(|| {
-        ingest_workflow_id(&args.source, &bucket, &key, &object.etag, args.dry_run)
-    });
-    let request = IngestRequest {
-        job_id: job_id_for_workflow(&workflow_id),
+    let mut request = IngestRequest {
+        job_id: String::new(),
         source: args.source.clone(),
         bucket,
         key,
@@ -365,6 +363,16 @@ async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<ExitCode> {
         supersedes: None,
         options: args.options.options(),
     };
+    let workflow_id = args.workflow_id.clone().unwrap_or_else(|| {
+        ingest_workflow_id(
+            &request.source,
+            &request.bucket,
+            &request.key,
+            &request.etag,
+            JobMode::of(&request),
+        )
+    });
+    request.job_id = job_id_for_workflow(&workflow_id);
     let pg = PgStore::connect(config).await.context("Postgres")?;
     let wait = args.wait.then(|| Watch::Ingest.progress(args.json));
     let summary = start_job(config, &pg, &request, &workflow_id, &object, wait).await?;
@@ -422,18 +430,21 @@ fn check_same_job(
     summary: &JobSummary,
 ) -> anyhow::Result<()> {
     let o = &summary.object;
+    let mode = JobMode::of(request);
     if summary.source != request.source
         || o.bucket != request.bucket
         || o.key != request.key
         || o.etag != request.etag
-        || summary.dry_run != request.dry_run
+        || summary.dry_run != mode.dry_run
+        || summary.partial != mode.partial
+        || summary.allow_mass_delist != mode.allow_mass_delist
     {
         bail!(
             "workflow id {workflow_id} belongs to job {} of {}{} s3://{}/{} ETag {}, not to this \
              request ({} s3://{}/{} ETag {}{}); choose another --workflow-id",
             summary.job_id,
             summary.source,
-            if summary.dry_run { " (dry run)" } else { "" },
+            mode_words(summary.dry_run, summary.partial, summary.allow_mass_delist),
             o.bucket,
             o.key,
             o.etag,
@@ -441,7 +452,7 @@ fn check_same_job(
             request.bucket,
             request.key,
             request.etag,
-            if request.dry_run { ", dry run" } else { "" }
+            mode_words(mode.dry_run, mode.partial, mode.allow_mass_delist)
         );
     }
     Ok(())
@@ -478,7 +489,7 @@ async fn start_or_attach(
                 && running.bucket == request.bucket
                 && running.key == request.key
                 && running.etag == request.etag
-                && running.dry_run == request.dry_run;
+                && JobMode::of(&running) == JobMode::of(request);
             if !same {
                 bail!(
                     "workflow id {workflow_id} is running for {} s3://{}/{} ETag {}{}, not for \
@@ -487,7 +498,11 @@ async fn start_or_attach(
                     running.bucket,
                     running.key,
                     running.etag,
-                    if running.dry_run { " (dry run)" } else { "" }
+                    mode_words(
+                        running.dry_run,
+                        running.options.partial,
+                        running.options.allow_mass_delist
+                    )
                 );
             }
             Ok(())
@@ -543,6 +558,7 @@ fn pending_summary(request: &IngestRequest, workflow_id: &str, object: &ObjectMe
         error_type: None,
         dry_run: request.dry_run,
         partial: request.options.partial,
+        allow_mass_delist: request.options.allow_mass_delist,
         rows_total: 0,
         rows_valid: 0,
         rows_invalid: 0,

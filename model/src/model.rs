@@ -3,7 +3,8 @@
 //! It follows `shared/CATALOG_CSV.md` and the team's decisions; object versions come from
 //! outside (the test uploads the objects and reports their real versions). In short:
 //! - A job is identified by object version and mode; asking again for an identity that has a
-//!   job returns that job (the latest one), and changes nothing.
+//!   job returns the job its first ingest started, and changes nothing. A job has at most one
+//!   retry or repair: asking again returns it.
 //! - A snapshot job (neither dry run nor partial) with a good header registers its version as
 //!   the source's newest snapshot when it starts, if it is newer; that stays whatever the job's
 //!   end. Its write mode follows: nothing if a newer snapshot is registered, `Snapshot` if its
@@ -204,9 +205,11 @@ pub enum Op {
         mode: Mode,
         committed_rows: Vec<RangeInclusive<u64>>,
     },
-    /// A new job of a failed or cancelled job's object version and mode, run to its end.
+    /// A new job of a failed or cancelled job's object version and mode, run to its end (not
+    /// of a dry run).
     Retry(JobRef),
-    /// A new job of a completed job's object version and mode, run to its end.
+    /// A new job of a completed job's object version and mode, run to its end (not of a dry
+    /// run).
     Repair(JobRef),
 }
 
@@ -328,6 +331,11 @@ struct Stores {
     /// Keyed by version and sku, which makes "at most once" hold by construction.
     observations: BTreeMap<(ItemVersion, String), Observation>,
     jobs: Vec<JobSummary>,
+    /// The job an `Ingest` of each identity started: asking again returns it (a retry or repair
+    /// of it is a job of its own, never found this way).
+    started: BTreeMap<(ObjectVersion, Mode), JobRef>,
+    /// A job's retry or repair: a job has one, so asking again returns it.
+    successors: BTreeMap<JobRef, JobRef>,
     newest_snapshot: Option<ObjectVersion>,
 }
 
@@ -440,17 +448,13 @@ impl Model {
     }
 
     fn start(&mut self, object: ObjectRef, mode: Mode, end: JobEnd) -> OpResult {
-        let version = &self.objects[object.0].version;
-        let existing = self
-            .stores
-            .jobs
-            .iter()
-            .rev()
-            .find(|job| job.version == *version && job.mode == mode);
-        match existing {
-            Some(job) => OpResult::AlreadyExists(job.job),
-            None => OpResult::Started(self.stores.run(object, &self.objects[object.0], mode, &end)),
+        let identity = (self.objects[object.0].version.clone(), mode);
+        if let Some(&job) = self.stores.started.get(&identity) {
+            return OpResult::AlreadyExists(job);
         }
+        let job = self.stores.run(object, &self.objects[object.0], mode, &end);
+        self.stores.started.insert(identity, job);
+        OpResult::Started(job)
     }
 
     fn rerun(&mut self, job: JobRef, allowed: impl Fn(JobStatus) -> bool) -> OpResult {
@@ -464,15 +468,18 @@ impl Model {
             .jobs
             .get(job.0)
             .unwrap_or_else(|| panic!("unknown job {job}"));
-        if !allowed(status) {
+        // A dry run is run again as a new dry run, never retried or repaired.
+        if mode.dry_run || !allowed(status) {
             return OpResult::Refused { job, status };
         }
-        OpResult::Started(self.stores.run(
-            object,
-            &self.objects[object.0],
-            mode,
-            &JobEnd::Completed,
-        ))
+        if let Some(&successor) = self.stores.successors.get(&job) {
+            return OpResult::AlreadyExists(successor);
+        }
+        let successor = self
+            .stores
+            .run(object, &self.objects[object.0], mode, &JobEnd::Completed);
+        self.stores.successors.insert(job, successor);
+        OpResult::Started(successor)
     }
 }
 
@@ -1245,8 +1252,13 @@ mod tests {
                 object: day2,
                 mode: SNAPSHOT
             }),
+            OpResult::AlreadyExists(cancelled),
+            "an ingest names the job an ingest of the identity started, not its retry"
+        );
+        assert_eq!(
+            model.apply(Op::Retry(cancelled)),
             OpResult::AlreadyExists(retry),
-            "the latest job of the identity is named"
+            "a job has one retry"
         );
     }
 

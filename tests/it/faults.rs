@@ -12,7 +12,7 @@ use std::{process::Stdio, time::Duration};
 use activities::generator::{GeneratedStats, GeneratorConfig};
 
 use crate::{
-    harness::{AsyncCheck, CommittedChunks, TestEnv, u},
+    harness::{CommittedChunks, JobCount, TestEnv, u},
     ingest::{assert_reconciled, catalog, observations, raw_observations, wait_until_final},
 };
 
@@ -42,25 +42,6 @@ async fn start_job(
     assert_eq!(started.code, 0, "{}{}", started.stdout, started.stderr);
     let job_id = started.json()["job_id"].as_str().unwrap().to_owned();
     (job_id, stats)
-}
-
-/// A count over the job's rows (`$1` is the job id) reaches `at_least`.
-struct JobCount<'a> {
-    sql: &'a str,
-    job_id: &'a str,
-    at_least: i64,
-}
-
-impl AsyncCheck for JobCount<'_> {
-    async fn check(&mut self, pg: &sqlx::PgPool) -> bool {
-        let job: sqlx::types::Uuid = self.job_id.parse().unwrap();
-        sqlx::query_scalar::<_, i64>(self.sql)
-            .bind(job)
-            .fetch_one(pg)
-            .await
-            .map(|n| n >= self.at_least)
-            .unwrap_or(false)
-    }
 }
 
 async fn status(env: &TestEnv, job_id: &str) -> String {

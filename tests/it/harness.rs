@@ -544,6 +544,25 @@ impl AsyncCheck for CommittedChunks<'_> {
     }
 }
 
+/// A count about one job (`$1`) that must reach `at_least`.
+pub struct JobCount<'a> {
+    pub sql: &'a str,
+    pub job_id: &'a str,
+    pub at_least: i64,
+}
+
+impl AsyncCheck for JobCount<'_> {
+    async fn check(&mut self, pg: &PgPool) -> bool {
+        let job: uuid_like::Uuid = self.job_id.parse().unwrap();
+        sqlx::query_scalar::<_, i64>(self.sql)
+            .bind(job)
+            .fetch_one(pg)
+            .await
+            .map(|n| n >= self.at_least)
+            .unwrap_or(false)
+    }
+}
+
 pub struct StoppedService<'a> {
     service: &'a str,
     started: bool,

@@ -340,19 +340,27 @@ async fn header_errors_fail_the_job_and_write_nothing() {
     assert_eq!(u(&summary["chunks"]), 0);
 }
 
-/// The job's summary once it has ended and its workflow has closed (a completed job's last
-/// step, the delisting's copy to ClickHouse, follows its final status).
+/// The job's summary if it has ended and its workflow has closed (a completed job's last step,
+/// the delisting's copy to ClickHouse, follows its final status).
+pub(crate) async fn wait_until_ended(env: &TestEnv, job_id: &str) -> Option<Value> {
+    // The workflow creates the job row: until its plan runs, there is none (exit 2).
+    let shown = env.etlctl(&["jobs", "show", job_id, "--json"]);
+    if shown.code == 2 || shown.json()["status"] == "running" {
+        return None;
+    }
+    let workflow_id = shown.json()["workflow_id"].as_str().unwrap().to_owned();
+    if env.workflow_running(&workflow_id) {
+        return None;
+    }
+    Some(env.etlctl(&["jobs", "show", job_id, "--json"]).json())
+}
+
+/// [`wait_until_ended`], waited for.
 pub(crate) async fn wait_until_final(env: &TestEnv, job_id: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     loop {
-        // The workflow creates the job row: until its plan runs, there is none (exit 2).
-        let shown = env.etlctl(&["jobs", "show", job_id, "--json"]);
-        if shown.code != 2 && shown.json()["status"] != "running" {
-            let summary = shown.json();
-            let workflow_id = summary["workflow_id"].as_str().unwrap();
-            if !env.workflow_running(workflow_id) {
-                return env.etlctl(&["jobs", "show", job_id, "--json"]).json();
-            }
+        if let Some(summary) = wait_until_ended(env, job_id).await {
+            return summary;
         }
         assert!(
             std::time::Instant::now() < deadline,

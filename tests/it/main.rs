@@ -2,11 +2,14 @@
 
 mod config;
 mod faults;
+mod gate;
 mod harness;
 mod histories;
 mod ingest;
+mod model_based;
 mod observability;
 mod operations;
+mod ordering;
 mod security;
 mod snapshots;
 mod tls;

@@ -245,6 +245,69 @@ fn scrape(url: &str) -> String {
     body.to_owned()
 }
 
+/// Item 7 of the ordering issue: the dashboard's "rows committed" and "jobs completed" count
+/// what was stored: a dry run carries `dry_run="true"`, and asking again for a job that exists
+/// counts nothing more.
+#[tokio::test]
+async fn committed_rows_and_completed_jobs_leave_out_dry_runs_and_repeated_requests() {
+    let mut env = TestEnv::new("metrics_dry_run").await;
+    env.start_worker_with(&[("ETL_METRICS_ADDR", "127.0.0.1:0")]);
+    let (body, stats) = catalog(GeneratorConfig {
+        rows: 300,
+        seed: 14,
+        invalid_per_mille: 50,
+        ..GeneratorConfig::default()
+    });
+    env.put("dry/catalog.csv", body).await;
+    let source = env.source_name();
+    let ingest = |extra: &[&str]| {
+        let mut args = vec![
+            "ingest".to_owned(),
+            env.uri("dry/catalog.csv"),
+            "--source".to_owned(),
+            source.clone(),
+            "--wait".to_owned(),
+            "--json".to_owned(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.etlctl(&args);
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        out.json()
+    };
+    ingest(&["--dry-run"]);
+    let real = ingest(&[]);
+    let again = ingest(&[]);
+    assert_eq!(again["job_id"], real["job_id"]);
+    let metrics = scrape(&env.metrics_url(0));
+    let rows = |dry_run: &str, outcome: &str| {
+        sample(
+            &metrics,
+            "catalog_job_rows_total",
+            &[
+                ("source", source.as_str()),
+                ("dry_run", dry_run),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(rows("false", "valid"), stats.rows_valid as f64);
+    assert_eq!(rows("false", "invalid"), stats.rows_invalid as f64);
+    assert_eq!(rows("true", "valid"), stats.rows_valid as f64);
+    let completed = |dry_run: &str| {
+        sample(
+            &metrics,
+            "catalog_jobs_finished_total",
+            &[
+                ("source", source.as_str()),
+                ("status", "completed"),
+                ("dry_run", dry_run),
+            ],
+        )
+    };
+    assert_eq!((completed("false"), completed("true")), (1.0, 1.0));
+}
+
 /// A worker killed after committing a chunk counted it; the worker that retries the chunk
 /// finds it committed and counts nothing. Both workers' counters add up to the job's totals.
 #[tokio::test]

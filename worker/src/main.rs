@@ -63,7 +63,7 @@ async fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let config = Config::from_env(Needs::ALL).context("configuration")?;
     logging::init(config.log_format);
-    activities::pause::arm(config.pause_at).context("ETL_PAUSE_AT")?;
+    activities::pause::arm(config.pause_at, config.pause_gate.clone()).context("ETL_PAUSE_AT")?;
     let meter = config.metrics_addr.map(serve_metrics).transpose()?;
     let activities = EtlActivities::connect(&config)
         .await?

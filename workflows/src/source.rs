@@ -9,8 +9,8 @@ use std::cell::{Cell, RefCell};
 use activities::{
     EtlActivities,
     model::{
-        IngestRequest, ObjectMeta, RunningObject, SourceIngestRequest, SourceObjectOutcome,
-        SourceProgress, SourceReport, ingest_workflow_id, job_id_for_workflow,
+        IngestRequest, JobMode, ObjectMeta, RunningObject, SourceIngestRequest,
+        SourceObjectOutcome, SourceProgress, SourceReport, ingest_workflow_id, job_id_for_workflow,
     },
     visibility::{self, RunOutcome},
 };
@@ -39,7 +39,11 @@ fn child_request(request: &SourceIngestRequest, object: &ObjectMeta) -> (String,
         &object.bucket,
         &object.key,
         &object.etag,
-        false,
+        JobMode {
+            dry_run: false,
+            partial: request.options.partial,
+            allow_mass_delist: request.options.allow_mass_delist,
+        },
     );
     let ingest = IngestRequest {
         job_id: job_id_for_workflow(&workflow_id),

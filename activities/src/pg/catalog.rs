@@ -277,6 +277,10 @@ pub(super) async fn upsert_items(
     // object's chunk wrote it meanwhile), unless the object mentions the sku more than once;
     // any other object moves it forward.
     let unchanged_stays = mode == CatalogWrite::Snapshot;
+    // An item is relisted by the write that finds it delisted; a later write of the same job
+    // keeps the mark (the later row of a sku written twice), another job's write clears it.
+    // The rows written with this job's mark are what the chunk reports as relisted: a sku
+    // written by two chunks is reported by both, and the job counts distinct skus.
     let rows = sqlx::query(
         "INSERT INTO catalog_items AS c (source, sku, name, brand, category, description,
                 price, currency, weight_grams, availability, product_url, image_urls,
@@ -305,14 +309,17 @@ pub(super) async fn upsert_items(
                 digest = EXCLUDED.digest, last_job_id = EXCLUDED.last_job_id,
                 revision = nextval('catalog_revision'),
                 relisted_by_job_id = CASE WHEN c.delisted_at IS NOT NULL
-                                          THEN EXCLUDED.last_job_id END,
+                                              THEN EXCLUDED.last_job_id
+                                          WHEN c.last_job_id = EXCLUDED.last_job_id
+                                              THEN c.relisted_by_job_id END,
                 delisted_at = NULL, delisted_by_job_id = NULL, updated_at = now()
          WHERE (c.version_modified_at, c.version_key, c.version_etag, c.version_row)
                < (EXCLUDED.version_modified_at, EXCLUDED.version_key, EXCLUDED.version_etag,
                   EXCLUDED.version_row)
            AND (NOT $21 OR c.content_hash IS DISTINCT FROM EXCLUDED.content_hash
                 OR c.delisted_at IS NOT NULL OR EXCLUDED.sku = ANY($22))
-         RETURNING c.sku, c.revision, c.digest, c.relisted_by_job_id IS NOT NULL AS relisted",
+         RETURNING c.sku, c.revision, c.digest,
+                   c.relisted_by_job_id IS NOT DISTINCT FROM $5 AS relisted",
     )
     .bind(source)
     .bind(version.modified_at)

@@ -365,11 +365,15 @@ impl ChunkCommit {
         invalid_skus.sort_unstable();
         invalid_skus.dedup();
         let written_skus: Vec<&str> = written.iter().map(|w| w.sku.as_str()).collect();
-        let relisted = written.iter().filter(|w| w.relisted).count() as i32;
+        let relisted: Vec<&str> = written
+            .iter()
+            .filter(|w| w.relisted)
+            .map(|w| w.sku.as_str())
+            .collect();
         sqlx::query(
             "UPDATE etl_chunks
              SET status = 'committed', rows_total = $3, rows_valid = $4, rows_invalid = $5,
-                 skus = $6, invalid_skus = $7, written_skus = $8, items_relisted = $9,
+                 skus = $6, invalid_skus = $7, written_skus = $8, relisted_skus = $9,
                  clickhouse_written = $10,
                  clickhouse_written_at = CASE WHEN $10 THEN now() END,
                  committed_at = now()
@@ -383,7 +387,7 @@ impl ChunkCommit {
         .bind(&skus)
         .bind(&invalid_skus)
         .bind(&written_skus)
-        .bind(relisted)
+        .bind(&relisted)
         .bind(clickhouse_written)
         .execute(&mut *self.tx)
         .await?;

@@ -28,6 +28,7 @@ pub struct EndedJob {
     pub rows_valid: u64,
     pub rows_invalid: u64,
     pub items_delisted: u64,
+    pub items_relisted: u64,
 }
 
 /// What the completing transaction decided (or, on a repeated call, had decided).
@@ -75,7 +76,8 @@ impl PgStore {
         // none commits after this one.
         let job = sqlx::query(
             "SELECT source, status, dry_run, partial, allow_mass_delist, last_modified,
-                    object_key, etag, catalog_was_empty, rows_valid, rows_invalid, delisted_at,
+                    object_key, etag, catalog_was_empty, rows_valid, rows_invalid, items_relisted,
+                    delisted_at,
                     items_delisted, delist_refused
              FROM etl_jobs WHERE id = $1 FOR UPDATE",
         )
@@ -130,11 +132,17 @@ impl PgStore {
             .bind(&version.etag)
             .execute(&mut *tx)
             .await?;
+            // A version ingested as a snapshot stays one when a partial job of it completes.
             sqlx::query(
-                "INSERT INTO ingested_objects (source, bucket, object_key, etag, job_id)
-                 SELECT source, bucket, object_key, etag, id FROM etl_jobs WHERE id = $1
+                "INSERT INTO ingested_objects AS m (source, bucket, object_key, etag, job_id,
+                                                    snapshot)
+                 SELECT source, bucket, object_key, etag, id, NOT partial FROM etl_jobs
+                 WHERE id = $1
                  ON CONFLICT (source, bucket, object_key, etag)
-                 DO UPDATE SET job_id = EXCLUDED.job_id, ingested_at = now()",
+                 DO UPDATE SET job_id = CASE WHEN EXCLUDED.snapshot OR NOT m.snapshot
+                                             THEN EXCLUDED.job_id ELSE m.job_id END,
+                               snapshot = m.snapshot OR EXCLUDED.snapshot,
+                               ingested_at = now()",
             )
             .bind(id)
             .execute(&mut *tx)
@@ -168,6 +176,7 @@ impl PgStore {
                 rows_valid: job.get::<Option<i64>, _>("rows_valid").unwrap_or(0) as u64,
                 rows_invalid: job.get::<Option<i64>, _>("rows_invalid").unwrap_or(0) as u64,
                 items_delisted: delisted,
+                items_relisted: job.get::<Option<i64>, _>("items_relisted").unwrap_or(0) as u64,
             }),
             delisting,
         })
@@ -211,6 +220,7 @@ impl PgStore {
             rows_valid: 0,
             rows_invalid: 0,
             items_delisted: 0,
+            items_relisted: 0,
         }))
     }
 

@@ -350,7 +350,10 @@ impl PgStore {
                     coalesce(sum(rows_total), 0)::bigint AS rows_total,
                     coalesce(sum(rows_valid), 0)::bigint AS rows_valid,
                     coalesce(sum(rows_invalid), 0)::bigint AS rows_invalid,
-                    coalesce(sum(items_relisted), 0)::bigint AS relisted,
+                    (SELECT count(DISTINCT s) FROM etl_chunks c, unnest(c.relisted_skus) AS s
+                     WHERE c.job_id = $1)
+                    + coalesce(sum(items_relisted) FILTER (WHERE relisted_skus IS NULL), 0)::bigint
+                        AS relisted,
                     (SELECT count(*) FROM (SELECT DISTINCT unnest(c.skus) FROM etl_chunks c
                                            WHERE c.job_id = $1) AS skus) AS items
              FROM etl_chunks WHERE job_id = $1",
@@ -529,8 +532,16 @@ impl PgStore {
         let id = parse_job_id(job_id)?;
         let row = sqlx::query(
             "SELECT j.id, j.workflow_id, j.source, j.status, j.error, j.error_type, j.dry_run,
-                    j.partial, j.bucket, j.object_key, j.etag, j.size, j.last_modified, j.chunks,
-                    j.items, j.items_delisted, j.items_relisted, j.delist_refused,
+                    j.partial, j.allow_mass_delist, j.bucket, j.object_key, j.etag, j.size,
+                    j.last_modified, j.chunks, j.delist_refused,
+                    -- A job that did not complete reports what its committed chunks hold.
+                    CASE WHEN NOT j.dry_run THEN coalesce(j.items, (
+                        SELECT count(DISTINCT s) FROM etl_chunks, unnest(skus) AS s
+                        WHERE job_id = j.id)) END AS items,
+                    CASE WHEN NOT j.dry_run THEN coalesce(j.items_delisted, 0) END
+                        AS items_delisted,
+                    CASE WHEN NOT j.dry_run THEN coalesce(j.items_relisted, c.relisted) END
+                        AS items_relisted,
                     j.reconciliation, j.created_at, j.finished_at, j.deadline_at,
                     j.supersedes_job_id, j.superseded_by_job_id, j.superseded_at, j.verified_at,
                     j.verified_ok,
@@ -547,7 +558,11 @@ impl PgStore {
                         coalesce(sum(rows_invalid), 0)::bigint AS rows_invalid,
                         count(*) FILTER (WHERE status = 'committed') AS committed,
                         count(*) FILTER (WHERE status = 'committed' AND NOT clickhouse_written
-                                         AND NOT j.dry_run) AS clickhouse_pending
+                                         AND NOT j.dry_run) AS clickhouse_pending,
+                        (SELECT count(DISTINCT s) FROM etl_chunks r, unnest(r.relisted_skus) s
+                         WHERE r.job_id = j.id)
+                        + coalesce(sum(items_relisted) FILTER (WHERE relisted_skus IS NULL), 0)
+                            ::bigint AS relisted
                  FROM etl_chunks WHERE job_id = j.id
              ) c
              WHERE j.id = $1",
@@ -581,6 +596,7 @@ impl PgStore {
             error_type: row.get("error_type"),
             dry_run: row.get("dry_run"),
             partial: row.get("partial"),
+            allow_mass_delist: row.get("allow_mass_delist"),
             rows_total: row.get::<i64, _>("rows_total") as u64,
             rows_valid: row.get::<i64, _>("rows_valid") as u64,
             rows_invalid: row.get::<i64, _>("rows_invalid") as u64,

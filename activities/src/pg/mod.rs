@@ -20,7 +20,7 @@ use sqlx::{
 pub use catalog::{CatalogItemRow, WrittenItem};
 pub use chunks::{Begun, ChunkCommit, ChunkWork};
 pub use completion::{Completion, DelistedItem, EndedJob};
-pub use jobs::{JobFacts, JobState, PlanWriter, SourceActivity};
+pub use jobs::{JobFacts, JobState, PlanWriter, SourceActivity, mode_words};
 
 use crate::{
     config::{Config, STARTUP_CHECK_TIMEOUT},

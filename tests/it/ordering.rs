@@ -1,0 +1,406 @@
+//! Regression tests of what used to depend on the order in which legitimate things happen:
+//! which chunk commits first, how late a repair comes, which mode an object was first ingested
+//! in, what reconcile compares, when a job delists, what history a failed job leaves.
+
+use std::time::Duration;
+
+use activities::generator::GeneratorConfig;
+use catalog_model::scenario::CommitOrder;
+use serde_json::Value;
+
+use crate::{
+    gate::{etlctl_releasing, gate_dir},
+    harness::{TestEnv, u},
+    ingest::{catalog, observations, raw_observations, wait_until_final},
+};
+
+const HEADER: &str = "sku,name,product_url,price\n";
+
+/// A record of fixed width for five-character skus and six-character prices, so a chunk size
+/// of n rows holds n whole rows.
+fn row(sku: &str, price: &str) -> String {
+    format!("{sku},Name {sku},https://shop.example/p/{sku},{price:>6}\n")
+}
+
+fn ingest_json(env: &TestEnv, key: &str, extra: &[&str]) -> Value {
+    let out = env.ingest(key, &[&["--wait"][..], extra].concat());
+    serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|_| panic!("ingest {key}: {}{}", out.stdout, out.stderr))
+}
+
+async fn pg_price(env: &TestEnv, sku: &str) -> (String, i64) {
+    sqlx::query_as("SELECT price::text, version_row FROM catalog_items WHERE sku = $1")
+        .bind(sku)
+        .fetch_one(&env.pg)
+        .await
+        .unwrap()
+}
+
+async fn ch_price(env: &TestEnv, sku: &str) -> (String, u64) {
+    env.ch
+        .query(
+            "SELECT toString(assumeNotNull(price)), row_number FROM catalog_items FINAL
+             WHERE sku = ?",
+        )
+        .bind(sku)
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+async fn listed_in_postgres(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM catalog_items WHERE delisted_at IS NULL")
+        .fetch_one(&env.pg)
+        .await
+        .unwrap()
+}
+
+async fn listed_in_clickhouse(env: &TestEnv) -> u64 {
+    env.ch
+        .query("SELECT count() FROM catalog_items FINAL")
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+/// Item 1: day 2 changes X at row 10 (first chunk) and repeats X at its old price as its last
+/// row (a chunk of its own). The last chunk commits first; the contract's greatest row still
+/// wins, in both stores.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sku_twice_in_one_object_ends_at_its_last_row_whatever_commits_first() {
+    let mut env = TestEnv::new("dup_sku_next_day").await;
+    let gate = gate_dir("dup_sku_next_day");
+    env.start_worker_pausing_at_with(
+        "chunk-after-read",
+        &[
+            ("ETL_PAUSE_GATE", gate.to_str().unwrap()),
+            ("ETL_MAX_CONCURRENT_ACTIVITIES", "8"),
+        ],
+    );
+    let others: Vec<String> = (0..29).map(|n| format!("S-{n:03}")).collect();
+    let mut day1 = String::from(HEADER);
+    day1.push_str(&row("X-001", "100.00"));
+    for sku in &others {
+        day1.push_str(&row(sku, "012.50"));
+    }
+    env.put("dup/day1.csv", day1).await;
+    let first = etlctl_releasing(
+        &env,
+        &gate,
+        &[
+            "ingest",
+            &env.uri("dup/day1.csv"),
+            "--source",
+            "cotopaxi",
+            "--wait",
+            "--json",
+        ],
+        CommitOrder::InOrder,
+    )
+    .await;
+    assert_eq!(first["status"], "completed", "{first}");
+
+    // Rows 1..9 and 11..30 unchanged, row 10 X at 777.77, row 31 X at its old price again.
+    let mut day2 = String::from(HEADER);
+    for (n, sku) in others.iter().enumerate() {
+        if n == 9 {
+            day2.push_str(&row("X-001", "777.77"));
+        }
+        day2.push_str(&row(sku, "012.50"));
+    }
+    day2.push_str(&row("X-001", "100.00"));
+    env.put("dup/day2.csv", day2).await;
+    let chunk_bytes = (10 * row("X-001", "777.77").len()).to_string();
+    let second = etlctl_releasing(
+        &env,
+        &gate,
+        &[
+            "ingest",
+            &env.uri("dup/day2.csv"),
+            "--source",
+            "cotopaxi",
+            "--chunk-bytes",
+            &chunk_bytes,
+            "--parallel",
+            "4",
+            "--wait",
+            "--json",
+        ],
+        CommitOrder::LastFirst,
+    )
+    .await;
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_eq!(
+        u(&second["chunks"]),
+        4,
+        "row 31 is a chunk of its own: {second}"
+    );
+    let order: Vec<i32> = sqlx::query_scalar(
+        "SELECT chunk_index FROM etl_chunks WHERE job_id = $1::uuid ORDER BY committed_at",
+    )
+    .bind(second["job_id"].as_str().unwrap())
+    .fetch_all(&env.pg)
+    .await
+    .unwrap();
+    assert_eq!(order, [3, 2, 1, 0], "the last chunk committed first");
+    assert_eq!(pg_price(&env, "X-001").await, ("100.00".to_owned(), 31));
+    assert_eq!(ch_price(&env, "X-001").await, ("100".to_owned(), 31));
+    assert_eq!(second["reconciliation"]["ok"], true, "{second}");
+}
+
+/// Item 2: a repair that comes after ClickHouse's deduplication window has moved on (here: the
+/// window is 0, which is where 10,050 other inserts leave a 10,000-block window) adds no
+/// observation: one per (object version, row), raw and under `FINAL`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repair_after_the_deduplication_window_leaves_raw_equal_to_final() {
+    let mut env = TestEnv::new("late_repair").await;
+    env.start_worker();
+    let (body, stats) = catalog(GeneratorConfig {
+        rows: 2000,
+        seed: 61,
+        invalid_per_mille: 20,
+        ..GeneratorConfig::default()
+    });
+    env.put("late/catalog.csv", body).await;
+    let first = ingest_json(&env, "late/catalog.csv", &["--chunk-bytes", "100000"]);
+    assert_eq!(first["status"], "completed", "{first}");
+    env.ch
+        .query(
+            "ALTER TABLE catalog_item_observations
+             MODIFY SETTING non_replicated_deduplication_window = 0",
+        )
+        .execute()
+        .await
+        .unwrap();
+    let job = first["job_id"].as_str().unwrap();
+    let repair = env.etlctl(&["repair", job, "--wait", "--json"]);
+    assert_eq!(repair.code, 0, "{}{}", repair.stdout, repair.stderr);
+    let repaired = repair.json();
+    let again = env.etlctl(&[
+        "repair",
+        repaired["job_id"].as_str().unwrap(),
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert_eq!(
+        again.json()["reconciliation"]["ok"],
+        true,
+        "{}",
+        again.stdout
+    );
+    let valid = stats.rows_valid;
+    assert_eq!(raw_observations(&env, "late/catalog.csv").await, valid);
+    assert_eq!(observations(&env, "late/catalog.csv").await, valid);
+}
+
+/// Item 3: `--partial` and `--allow-mass-delist` are part of a job's identity: each mode of an
+/// object version is a job of its own, never the other mode's job returned as if it were it.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_mode_of_an_object_version_is_a_job_of_its_own() {
+    let mut env = TestEnv::new("modes").await;
+    env.start_worker();
+    let snapshot = |range: std::ops::Range<usize>| {
+        let mut csv = String::from(HEADER);
+        for n in range {
+            csv.push_str(&row(&format!("M-{n:03}"), "010.00"));
+        }
+        csv
+    };
+    env.put("modes/1.csv", snapshot(0..100)).await;
+    assert_eq!(ingest_json(&env, "modes/1.csv", &[])["status"], "completed");
+
+    // First by mistake as partial: nothing delisted. Then as a snapshot: a new job delists.
+    env.put("modes/2.csv", snapshot(0..90)).await;
+    let partial = ingest_json(&env, "modes/2.csv", &["--partial"]);
+    assert_eq!(
+        (partial["partial"].as_bool(), u(&partial["items_delisted"])),
+        (Some(true), 0)
+    );
+    let full = ingest_json(&env, "modes/2.csv", &[]);
+    assert_ne!(
+        full["job_id"], partial["job_id"],
+        "a job of its own: {full}"
+    );
+    assert_eq!(full["partial"], false, "{full}");
+    assert_eq!(u(&full["items_delisted"]), 10, "{full}");
+    assert_eq!(listed_in_postgres(&env).await, 90);
+
+    // The reverse: a snapshot, then the same version asked as partial: a job of its own that
+    // delists nothing (and the snapshot's job is not returned as if it were partial).
+    env.put("modes/3.csv", snapshot(0..85)).await;
+    let full = ingest_json(&env, "modes/3.csv", &[]);
+    assert_eq!(u(&full["items_delisted"]), 5, "{full}");
+    let partial = ingest_json(&env, "modes/3.csv", &["--partial"]);
+    assert_ne!(partial["job_id"], full["job_id"]);
+    assert_eq!(
+        (partial["partial"].as_bool(), u(&partial["items_delisted"])),
+        (Some(true), 0)
+    );
+
+    // The guard refuses; the same version with --allow-mass-delist is a job that delists.
+    env.put("modes/4.csv", snapshot(0..40)).await;
+    let refused = ingest_json(&env, "modes/4.csv", &[]);
+    assert_eq!(refused["delist_refused"]["would_delist"], 45, "{refused}");
+    let allowed = ingest_json(&env, "modes/4.csv", &["--allow-mass-delist"]);
+    assert_ne!(allowed["job_id"], refused["job_id"]);
+    assert_eq!(allowed["allow_mass_delist"], true, "{allowed}");
+    assert_eq!(u(&allowed["items_delisted"]), 45, "{allowed}");
+    assert_eq!(
+        (
+            listed_in_postgres(&env).await,
+            listed_in_clickhouse(&env).await
+        ),
+        (40, 40)
+    );
+    // Asking again for any of these identities names the same job.
+    let again = ingest_json(&env, "modes/4.csv", &["--allow-mass-delist"]);
+    assert_eq!(again["job_id"], allowed["job_id"]);
+}
+
+/// Item 4: reconcile compares every stored field: a description changed in ClickHouse only is
+/// found (and so is a name changed in Postgres only).
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_finds_a_description_changed_in_clickhouse_only() {
+    let mut env = TestEnv::new("reconcile_fields").await;
+    env.start_worker();
+    let (body, _) = catalog(GeneratorConfig {
+        rows: 200,
+        seed: 62,
+        ..GeneratorConfig::default()
+    });
+    env.put("fields/catalog.csv", body).await;
+    let summary = ingest_json(&env, "fields/catalog.csv", &[]);
+    let job = summary["job_id"].as_str().unwrap();
+    let clean = env.etlctl(&["reconcile", job, "--json"]);
+    assert_eq!(clean.code, 0, "{}{}", clean.stdout, clean.stderr);
+    let sku: String = sqlx::query_scalar("SELECT sku FROM catalog_items ORDER BY sku LIMIT 1")
+        .fetch_one(&env.pg)
+        .await
+        .unwrap();
+    env.ch
+        .query(
+            "ALTER TABLE catalog_items UPDATE description = 'changed behind our back'
+             WHERE sku = ?",
+        )
+        .bind(&sku)
+        .with_option("mutations_sync", "2")
+        .execute()
+        .await
+        .unwrap();
+    let found = env.etlctl(&["reconcile", job, "--json"]);
+    assert_eq!(found.code, 1, "{}{}", found.stdout, found.stderr);
+    let verification = found.json();
+    let deltas = verification["deltas"].to_string();
+    assert!(
+        deltas.contains("ClickHouse: 1 item(s) no longer match"),
+        "{deltas}"
+    );
+    assert_eq!(
+        verification["catalog"]["differing_items"], 1,
+        "{verification}"
+    );
+
+    sqlx::query("UPDATE catalog_items SET name = name || '!' WHERE sku <> $1")
+        .bind(&sku)
+        .execute(&env.pg)
+        .await
+        .unwrap();
+    let items = u(&summary["items"]);
+    let both = env.etlctl(&["reconcile", job, "--json"]).json();
+    assert!(
+        both["deltas"]
+            .to_string()
+            .contains(&format!("Postgres: {} item(s) no longer match", items - 1)),
+        "{both}"
+    );
+}
+
+/// Item 5: a job that cannot complete (here its catalog comparison fails: ClickHouse lost an
+/// item) has delisted nothing: the delisting commits with the job's completion only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_fails_before_completing_has_delisted_nothing() {
+    let mut env = TestEnv::new("failed_no_delist").await;
+    env.start_worker();
+    let snapshot = |range: std::ops::Range<usize>| {
+        let mut csv = String::from(HEADER);
+        for n in range {
+            csv.push_str(&row(&format!("F-{n:03}"), "010.00"));
+        }
+        csv
+    };
+    env.put("fail/1.csv", snapshot(0..100)).await;
+    assert_eq!(ingest_json(&env, "fail/1.csv", &[])["status"], "completed");
+    env.ch
+        .query("DELETE FROM catalog_items WHERE sku = 'F-050'")
+        .execute()
+        .await
+        .unwrap();
+    env.put("fail/2.csv", snapshot(0..90)).await;
+    let failed = ingest_json(&env, "fail/2.csv", &[]);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error_type"], "reconciliation_failed", "{failed}");
+    assert_eq!(u(&failed["items_delisted"]), 0, "{failed}");
+    assert_eq!(
+        listed_in_postgres(&env).await,
+        100,
+        "nothing delisted in Postgres"
+    );
+    let delisted_in_clickhouse: u64 = env
+        .ch
+        .query("SELECT count() FROM catalog_item_observations WHERE availability = 'delisted'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(delisted_in_clickhouse, 0, "no delisting in the history");
+}
+
+/// Item 6: history belongs to committed chunks only. A worker dies inside a chunk's open
+/// transaction, the object is replaced before the retry, and the job fails: the chunk never
+/// committed, and no observation of its rows exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_fails_before_a_chunk_commits_leaves_no_history_of_it() {
+    let mut env = TestEnv::new("no_orphan_history").await;
+    env.start_worker_pausing_at("chunk-before-commit");
+    let (body, _) = catalog(GeneratorConfig {
+        rows: 300,
+        seed: 63,
+        ..GeneratorConfig::default()
+    });
+    env.put("orphan/catalog.csv", body).await;
+    let started = env.ingest(
+        "orphan/catalog.csv",
+        &[
+            "--parallel",
+            "1",
+            "--chunk-bytes",
+            "50000",
+            "--heartbeat-timeout",
+            "3",
+        ],
+    );
+    let job = started.json()["job_id"].as_str().unwrap().to_owned();
+    env.wait_for_log("paused at chunk-before-commit", Duration::from_secs(60))
+        .await;
+    env.kill_workers();
+    let (replacement, _) = catalog(GeneratorConfig {
+        rows: 10,
+        seed: 64,
+        ..GeneratorConfig::default()
+    });
+    env.put("orphan/catalog.csv", replacement).await;
+    env.start_worker();
+    let summary = wait_until_final(&env, &job).await;
+    assert_eq!(summary["status"], "failed", "{summary}");
+    assert_eq!(summary["error_type"], "source_changed", "{summary}");
+    let committed_valid: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(rows_valid), 0)::bigint FROM etl_chunks
+         WHERE job_id = $1::uuid AND status = 'committed'",
+    )
+    .bind(&job)
+    .fetch_one(&env.pg)
+    .await
+    .unwrap();
+    assert_eq!(committed_valid, 0, "the first chunk never committed");
+    assert_eq!(raw_observations(&env, "orphan/catalog.csv").await, 0);
+}
