@@ -77,6 +77,8 @@ pub struct ChunkStores<'a> {
     pub ch: &'a ChStore,
     pub s3: &'a ObjectStore,
     pub metrics: &'a Metrics,
+    /// To tell a job whose workflow is gone from a job at work (see [`crate::watchdog`]).
+    pub temporal: Option<&'a temporalio_client::Client>,
 }
 
 fn observed(work: &ChunkWork) -> Observed<'_> {

@@ -85,6 +85,8 @@ pub enum EtlError {
     /// An operator asked for something the job's state does not allow.
     #[error("{0}")]
     NotAllowed(String),
+    #[error("Temporal: {0}")]
+    Temporal(String),
 }
 
 /// Failure type names: stable identifiers in Temporal (`ApplicationFailure` type), on the job
@@ -116,6 +118,12 @@ pub mod failure_type {
     pub const INTERNAL: &str = "internal";
     /// Set by a workflow run that found its job ended (`failed` or `cancelled`) already.
     pub const JOB_ENDED: &str = "job_ended";
+    pub const TEMPORAL_UNAVAILABLE: &str = "temporal_unavailable";
+    /// Set by the watchdog on a job whose workflow was closed without ending it.
+    pub const WORKFLOW_TERMINATED: &str = "workflow_terminated";
+    pub const WORKFLOW_TIMED_OUT: &str = "workflow_timed_out";
+    pub const WORKFLOW_CLOSED: &str = "workflow_closed";
+    pub const WORKFLOW_LOST: &str = "workflow_lost";
 }
 
 impl EtlError {
@@ -142,12 +150,16 @@ impl EtlError {
             EtlError::NotYet(_) => NOT_YET,
             EtlError::Reconciliation(_) => RECONCILIATION_FAILED,
             EtlError::NotAllowed(_) => NOT_ALLOWED,
+            EtlError::Temporal(_) => TEMPORAL_UNAVAILABLE,
         }
     }
 
     pub fn is_retryable(&self) -> bool {
         match self {
-            EtlError::S3(_) | EtlError::NotYet(_) | EtlError::StaleAttempt { .. } => true,
+            EtlError::S3(_)
+            | EtlError::NotYet(_)
+            | EtlError::StaleAttempt { .. }
+            | EtlError::Temporal(_) => true,
             EtlError::Postgres(err) => postgres_is_transient(err),
             EtlError::ClickHouse(err) => clickhouse_is_transient(err),
             EtlError::ObjectNotFound { .. }

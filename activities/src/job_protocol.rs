@@ -15,12 +15,13 @@
 //! 1. **Settle**: every chunk is committed; the totals are stored and the job is sealed (no
 //!    attempt commits after this); what its chunks owe ClickHouse is copied; the counts are
 //!    reconciled (object, ledger, invalid-row log, Postgres, ClickHouse raw and `FINAL`).
-//! 2. **Complete**: what ended jobs of the source still owe ClickHouse is copied (a failed job
-//!    never blocks its source: the next job finishes its copies); the source's catalog is
-//!    compared between the stores (waiting while another *running* job of the source has changes
-//!    in flight); then one Postgres transaction delists (if the job may) and marks the job
-//!    `completed`, with its manifest entry. A failing comparison fails the job before anything
-//!    is delisted.
+//! 2. **Complete**: another running job of the source whose workflow is gone is ended first
+//!    (as the watchdog would); what ended jobs of the source still owe ClickHouse is copied (a
+//!    failed job never blocks its source: the next job finishes its copies); the source's
+//!    catalog is compared between the stores (waiting while another *running* job of the
+//!    source has changes in flight); then one Postgres transaction delists (if the job may) and
+//!    marks the job `completed`, with its manifest entry. A failing comparison fails the job
+//!    before anything is delisted.
 //! 3. **Publish**: the delisting's copy to ClickHouse (catalog rows and `delisted`
 //!    observations). The job is completed already; a copy that cannot be made is left for the
 //!    next job of the source, like a failed job's chunks.
@@ -110,6 +111,10 @@ impl ChunkStores<'_> {
         }
         let facts = self.pg.job_facts(job_id).await?;
         if !facts.dry_run {
+            let busy = self.pg.source_activity(&facts.source, job_id).await?;
+            if !busy.busy_jobs.is_empty() && self.temporal.is_some() {
+                self.close_if_orphaned(&busy.busy_jobs).await?;
+            }
             self.copy_pending(&facts, pg::parse_job_id(job_id)?).await?;
             let check =
                 verify::compare_catalog(self.pg, self.ch, &facts.source, job_id, false).await?;

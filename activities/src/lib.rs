@@ -30,6 +30,7 @@ pub mod temporal;
 pub mod tls;
 pub mod verify;
 pub mod visibility;
+pub mod watchdog;
 
 use std::{
     sync::{
@@ -61,6 +62,7 @@ use crate::{
     planner::ChunkPlanner,
     s3::ObjectStore,
     verify::Verification,
+    watchdog::{WatchdogReport, WatchdogRequest},
 };
 
 /// Short activities heartbeat this often, whatever they wait on, so a worker that dies inside
@@ -100,6 +102,8 @@ pub struct EtlActivities {
     pub ch: ChStore,
     pub s3: ObjectStore,
     pub metrics: Metrics,
+    /// The worker's own Temporal client: the watchdog asks it how a job's workflow stands.
+    pub temporal: Option<temporalio_client::Client>,
 }
 
 /// Log lines of an activity carry the job (and the chunk, and the source once known).
@@ -167,12 +171,21 @@ impl EtlActivities {
             ch,
             s3,
             metrics: Metrics::new(None),
+            temporal: None,
         })
     }
 
     /// Records the metrics on `metrics` (the worker's Prometheus meter).
     pub fn with_metrics(self, metrics: Metrics) -> Self {
         Self { metrics, ..self }
+    }
+
+    /// The Temporal client the watchdog describes workflows with.
+    pub fn with_temporal(self, client: temporalio_client::Client) -> Self {
+        Self {
+            temporal: Some(client),
+            ..self
+        }
     }
 
     /// An activity's body: heartbeats throughout, logs inside `span`, and its error, counted
@@ -202,6 +215,7 @@ impl EtlActivities {
             ch: &self.ch,
             s3: &self.s3,
             metrics: &self.metrics,
+            temporal: self.temporal.as_ref(),
         }
     }
 
@@ -567,6 +581,21 @@ impl EtlActivities {
             &ctx,
             tracing::Span::none(),
             self.pg.delete_expired_invalid_rows(&batch),
+        )
+        .await
+    }
+
+    /// Ends the running jobs whose workflow was closed without ending them.
+    #[activity]
+    pub async fn close_orphaned_jobs(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        request: WatchdogRequest,
+    ) -> Result<WatchdogReport, ActivityError> {
+        self.run(
+            &ctx,
+            tracing::Span::none(),
+            self.stores().close_orphaned_jobs(&request),
         )
         .await
     }

@@ -377,6 +377,11 @@ pub struct JobSummary {
     /// Last `etlctl reconcile` of the job: when, and whether every count matched.
     pub verified_at: Option<String>,
     pub verified_ok: Option<bool>,
+    /// For a running job, how its workflow stands (`running`, `terminated`, `timed_out`,
+    /// `closed`, `not_found`): anything but `running` means the watchdog ends the job (or
+    /// `etlctl retry` / `cancel` does, at once). Shown by `jobs show`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_status: Option<String>,
     /// Per-chunk detail, with `jobs show --chunks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_details: Option<Vec<ChunkDetail>>,

@@ -226,3 +226,72 @@ pub async fn register_search_attributes(
     check_search_attributes(client, namespace).await?;
     Ok(missing.into_iter().map(|(name, _)| name).collect())
 }
+
+/// Where a job's workflow stands, as the watchdog and `etlctl` judge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowState {
+    /// Running (or paused): it will end its job itself.
+    Open,
+    Terminated,
+    TimedOut,
+    /// Completed, failed, cancelled or continued as new without ending the job.
+    Closed,
+    /// Deleted, or dropped by the namespace's retention.
+    Lost,
+}
+
+impl WorkflowState {
+    /// The `error_type` of a job the watchdog closes for this reason.
+    pub fn failure_type(self) -> &'static str {
+        match self {
+            WorkflowState::Open => "",
+            WorkflowState::Terminated => crate::error::failure_type::WORKFLOW_TERMINATED,
+            WorkflowState::TimedOut => crate::error::failure_type::WORKFLOW_TIMED_OUT,
+            WorkflowState::Closed => crate::error::failure_type::WORKFLOW_CLOSED,
+            WorkflowState::Lost => crate::error::failure_type::WORKFLOW_LOST,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowState::Open => "running",
+            WorkflowState::Terminated => "terminated",
+            WorkflowState::TimedOut => "timed_out",
+            WorkflowState::Closed => "closed",
+            WorkflowState::Lost => "not_found",
+        }
+    }
+}
+
+/// The latest run of `workflow_id`.
+pub async fn workflow_state(
+    client: &Client,
+    workflow_id: &str,
+) -> Result<WorkflowState, crate::error::EtlError> {
+    use temporalio_client::{
+        UntypedWorkflow, WorkflowDescribeOptions, WorkflowExecutionStatus as Status,
+        errors::WorkflowInteractionError,
+    };
+    let described = client
+        .get_workflow_handle::<UntypedWorkflow>(workflow_id.to_owned())
+        .describe(WorkflowDescribeOptions::default())
+        .await;
+    Ok(match described {
+        Ok(description) => match description.status() {
+            Status::Terminated => WorkflowState::Terminated,
+            Status::TimedOut => WorkflowState::TimedOut,
+            Status::Completed | Status::Failed | Status::Canceled | Status::ContinuedAsNew => {
+                WorkflowState::Closed
+            }
+            // Running, paused, or a status this client does not know: not closed as far as
+            // anyone can tell, so the job is left to its workflow.
+            _ => WorkflowState::Open,
+        },
+        Err(WorkflowInteractionError::NotFound(_)) => WorkflowState::Lost,
+        Err(err) => {
+            return Err(crate::error::EtlError::Temporal(format!(
+                "describing workflow {workflow_id}: {err}"
+            )));
+        }
+    })
+}

@@ -25,7 +25,8 @@ use temporalio_client::{
 use workflows::Reconcile;
 
 use crate::{
-    check_source, exit_code, job_runs_ui_link, print_summary, start_failed, start_job,
+    print::{exit_code, job_runs_ui_link, print_summary},
+    start::{check_source, start_failed, start_job},
     watch::{Watch, wait_for_workflow},
 };
 
@@ -129,7 +130,16 @@ pub async fn list(config: &Config, args: ListArgs) -> anyhow::Result<ExitCode> {
 /// gone, and re-running would ingest different data under the old job's name unless `--force`.
 pub async fn rerun(config: &Config, rerun: Rerun, args: RerunArgs) -> anyhow::Result<ExitCode> {
     let pg = PgStore::connect(config).await.context("Postgres")?;
-    let origin = pg.rerun_origin(&args.job_id).await?;
+    let mut origin = pg.rerun_origin(&args.job_id).await?;
+    if origin.status == "running" {
+        // A job whose workflow was closed without ending it is ended first (by the watchdog
+        // workflow, now), so it can be retried at once.
+        let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
+        let summary = pg.job_summary(&args.job_id).await?;
+        if crate::watchdog::close_if_orphaned(config, &client, &summary, None).await? {
+            origin = pg.rerun_origin(&args.job_id).await?;
+        }
+    }
     if origin.dry_run {
         bail!(
             "job {} is a dry run: start a new dry run with `etlctl ingest --dry-run` instead",
@@ -319,6 +329,16 @@ pub async fn cancel(
         );
     }
     let client = activities::temporal::connect(config, "etlctl", Patience::Command).await?;
+    // No workflow is left to cancel: the watchdog ends the job `cancelled` now.
+    if crate::watchdog::close_if_orphaned(config, &client, &summary, Some(reason)).await? {
+        let summary = pg.job_summary(job_id).await?;
+        print_summary(config, &summary, json)?;
+        return Ok(if summary.status == "cancelled" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let handle = client.get_workflow_handle::<UntypedWorkflow>(summary.workflow_id.clone());
     handle
         .cancel(

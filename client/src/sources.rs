@@ -24,9 +24,8 @@ use temporalio_client::{
 use workflows::{Retention, SourceIngest};
 
 use crate::{
-    check_source,
     options::IngestOptionArgs,
-    start_failed,
+    start::{check_source, start_failed},
     watch::{Watch, wait_for_workflow},
 };
 

@@ -206,6 +206,12 @@ impl TestEnv {
         self.spawn_worker(&[]);
     }
 
+    /// A worker with settings of its own (another task queue, another ClickHouse URL); later
+    /// `etlctl` runs keep the test's settings.
+    pub fn start_worker_alone_with(&mut self, only_this_worker: &[(&str, &str)]) {
+        self.spawn_worker(only_this_worker);
+    }
+
     /// A worker that stops at `point` (`ETL_PAUSE_AT`), for a test to kill it there; workers
     /// started later do not pause.
     pub fn start_worker_pausing_at(&mut self, point: &str) {
@@ -319,6 +325,13 @@ impl TestEnv {
         }
     }
 
+    /// SIGKILL to the `index`th of the running workers, in the order they were started.
+    pub fn kill_worker(&mut self, index: usize) {
+        let mut worker = self.workers.remove(index);
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+    }
+
     /// SIGKILL to the oldest running worker only.
     pub fn kill_first_worker(&mut self) {
         let mut worker = self.workers.remove(0);
@@ -350,8 +363,14 @@ impl TestEnv {
     }
 
     pub fn etlctl(&self, args: &[&str]) -> CtlOutput {
+        self.etlctl_with(&[], args)
+    }
+
+    /// `etlctl` with some settings of its own (e.g. another task queue).
+    pub fn etlctl_with(&self, settings: &[(&str, &str)], args: &[&str]) -> CtlOutput {
         let output = self
             .etlctl_command(args)
+            .envs(settings.iter().copied())
             .output()
             .expect("etlctl binary (cargo build --bins)");
         CtlOutput {
@@ -436,6 +455,17 @@ impl TestEnv {
             Ok(Value::Array(runs)) => runs,
             _ => Vec::new(),
         }
+    }
+
+    /// `temporal workflow <args>`: a successful run's JSON output.
+    pub fn temporal_workflow(&self, args: &[&str]) -> String {
+        let output = temporal_cli(args);
+        assert!(
+            output.status.success(),
+            "temporal workflow {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// `temporal workflow describe` of a workflow's latest run.

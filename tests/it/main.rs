@@ -10,6 +10,8 @@ mod model_based;
 mod observability;
 mod operations;
 mod ordering;
+mod proxy;
+mod recovery;
 mod security;
 mod snapshots;
 mod tls;

@@ -36,7 +36,7 @@ fn workflow_id(workflow: &Value) -> String {
 }
 
 /// Visibility is eventually consistent: lists until `query` returns `expected` workflows.
-async fn listed(env: &TestEnv, query: &str, expected: usize) -> Vec<Value> {
+pub(crate) async fn listed(env: &TestEnv, query: &str, expected: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let found = env.temporal_list(query);

@@ -20,7 +20,7 @@ use temporalio_sdk::{
         worker_tuner::{FixedSizeSlotSupplier, TunerHolder},
     },
 };
-use workflows::{CatalogIngest, Reconcile, Retention, SourceIngest};
+use workflows::{CatalogIngest, JobWatchdog, Reconcile, Retention, SourceIngest};
 
 mod logging;
 
@@ -80,6 +80,7 @@ async fn run() -> anyhow::Result<()> {
     activities::temporal::check_search_attributes(&client, config.temporal.namespace())
         .await
         .context("Temporal search attributes")?;
+    let activities = activities.with_temporal(client.clone());
 
     let telemetry = TelemetryOptions::builder().maybe_metrics(meter).build();
     let runtime = Runtime::from_current_tokio(
@@ -100,6 +101,7 @@ async fn run() -> anyhow::Result<()> {
         .register_workflow::<SourceIngest>()?
         .register_workflow::<Retention>()?
         .register_workflow::<Reconcile>()?
+        .register_workflow::<JobWatchdog>()?
         .tuner(tuner)
         .graceful_shutdown_period(Duration::from_secs(10))
         .build();

@@ -17,10 +17,12 @@
 mod reconcile;
 mod retention;
 mod source;
+mod watchdog;
 
 pub use reconcile::Reconcile;
 pub use retention::Retention;
 pub use source::SourceIngest;
+pub use watchdog::JobWatchdog;
 
 use std::{
     cell::{Cell, RefCell},

@@ -224,6 +224,27 @@ impl PgStore {
         }))
     }
 
+    /// (job id, workflow id) of the running jobs (or of `job_id`, if it is running), oldest
+    /// first; the running-jobs index keeps this as cheap as the running jobs are few.
+    pub async fn running_jobs(
+        &self,
+        job_id: Option<&str>,
+    ) -> Result<Vec<(String, String)>, EtlError> {
+        let job = job_id.map(parse_job_id).transpose()?;
+        let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+            "SELECT id, workflow_id FROM etl_jobs
+             WHERE status = 'running' AND ($1::uuid IS NULL OR id = $1)
+             ORDER BY created_at",
+        )
+        .bind(job)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, workflow)| (id.to_string(), workflow))
+            .collect())
+    }
+
     /// Jobs of the source whose delisting committed without its ClickHouse copy: ended jobs,
     /// and `job_id` itself.
     pub async fn delistings_pending(

@@ -638,6 +638,7 @@ impl PgStore {
                 .get::<Option<DateTime<Utc>>, _>("verified_at")
                 .map(timestamp),
             verified_ok: row.get("verified_ok"),
+            workflow_status: None,
             chunk_details: None,
         })
     }
