@@ -133,8 +133,9 @@ fn parse_version(version: &str) -> Option<(u32, u32)> {
 }
 
 impl ChStore {
-    /// A client with the `clickhouse` crate's defaults (LZ4, RowBinary checked against the
-    /// table's types); `https://` URLs trust the system roots and `CLICKHOUSE_CA_FILE`.
+    /// A client with the `clickhouse` crate's defaults (RowBinary checked against the table's
+    /// types), LZ4 as `CLICKHOUSE_COMPRESSION` says; `https://` URLs trust the system roots and
+    /// `CLICKHOUSE_CA_FILE`.
     pub fn new(config: &Config) -> Result<Self, EtlError> {
         let client = crate::tls::clickhouse_client(config.clickhouse_ca_file.as_deref())
             .map_err(|reason| {
@@ -146,11 +147,16 @@ impl ChStore {
             .with_user(&config.clickhouse_user)
             .with_password(config.clickhouse_password.expose())
             .with_option("max_execution_time", QUERY_TIMEOUT_SECS)
+            .with_compression(if config.clickhouse_lz4 {
+                clickhouse::Compression::Lz4
+            } else {
+                clickhouse::Compression::None
+            })
             // ClickHouse 26.x answers compressed requests with ZSTD by default; the crate
             // reads LZ4.
             .with_option("network_compression_method", "lz4")
             // 26.x queues inserts by default: an insert must be stored (and deduplicated by
-            // its token) when it returns, or the commit that follows it would run ahead of it.
+            // its token) when it returns, or `clickhouse_written` would run ahead of it.
             .with_option("async_insert", "0");
         Ok(Self {
             client: client.clone().with_database(&config.clickhouse_database),

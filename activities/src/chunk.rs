@@ -324,7 +324,7 @@ mod tests {
     #[test]
     #[ignore]
     fn bench_parse_chunk_4mib() {
-        use crate::generator::{GeneratorConfig, write_catalog};
+        use generator::{GeneratorConfig, write_catalog};
         type Parser = fn(&Header, &[u8], u64) -> ParsedChunk;
         for crlf in [false, true] {
             let cfg = GeneratorConfig {

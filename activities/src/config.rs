@@ -107,6 +107,8 @@ pub struct Config {
     pub clickhouse_password: Secret,
     /// Extra CA (PEM) trusted for `https://` ClickHouse URLs, besides the system roots.
     pub clickhouse_ca_file: Option<PathBuf>,
+    /// LZ4 on the wire to ClickHouse (`CLICKHOUSE_COMPRESSION`).
+    pub clickhouse_lz4: bool,
     /// `None`: AWS itself; otherwise the S3 API endpoint (R2, Garage, MinIO, ...).
     pub s3_endpoint: Option<String>,
     pub s3_region: String,
@@ -201,6 +203,54 @@ impl Env {
     }
 }
 
+/// Without `sslmode`, Postgres clients use `prefer`: TLS if the server offers it, plaintext
+/// (password included) if it does not, to any host. Off the machine that is refused: the
+/// choice is the operator's to write down.
+fn require_sslmode_off_loopback(database_url: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "DATABASE_URL",
+        reason,
+    };
+    let url = url::Url::parse(database_url).map_err(|err| {
+        invalid(format!(
+            "not a URL ({err}); expected postgres://user@host/db"
+        ))
+    })?;
+    let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    if query.iter().any(|(key, _)| key == "sslmode") {
+        return Ok(());
+    }
+    // `?host=/var/run/postgresql` is a Unix socket: nothing crosses a network.
+    let socket = query
+        .iter()
+        .any(|(key, value)| key == "host" && value.starts_with('/'));
+    let host = url.host_str().unwrap_or_default();
+    if socket || host.is_empty() || host_is_loopback(host) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "the host {host} is not this machine and no sslmode is set, so the connection could \
+         fall back to plaintext: add sslmode=verify-full (with sslrootcert=<CA file> for a \
+         private CA), or state sslmode=require or sslmode=disable deliberately"
+    )))
+}
+
+fn host_is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn url_host_is_loopback(url: &str) -> bool {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|url| url.host_str().map(host_is_loopback))
+        .unwrap_or(false)
+}
+
 fn require_url(name: &'static str, value: &str) -> Result<(), ConfigError> {
     if value.is_empty() || value.starts_with("http://") || value.starts_with("https://") {
         Ok(())
@@ -246,8 +296,23 @@ impl Config {
                 reason: "expected a postgres:// URL".to_owned(),
             });
         }
+        if !database_url.is_empty() {
+            require_sslmode_off_loopback(&database_url)?;
+        }
         let clickhouse_url = env.required(needs.clickhouse, "CLICKHOUSE_URL");
         require_url("CLICKHOUSE_URL", &clickhouse_url)?;
+        let clickhouse_lz4 = match env.or("CLICKHOUSE_COMPRESSION", "auto").as_str() {
+            "lz4" => true,
+            "none" => false,
+            // Compressing for a server on this machine costs both sides CPU and saves nothing.
+            "auto" => !url_host_is_loopback(&clickhouse_url),
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "CLICKHOUSE_COMPRESSION",
+                    reason: format!("expected auto, lz4 or none, got {other:?}"),
+                });
+            }
+        };
         let s3_endpoint = env.optional("S3_ENDPOINT");
         if let Some(endpoint) = &s3_endpoint {
             require_url("S3_ENDPOINT", endpoint)?;
@@ -313,6 +378,7 @@ impl Config {
             clickhouse_user: env.or("CLICKHOUSE_USER", "default"),
             clickhouse_password: Secret(env::var("CLICKHOUSE_PASSWORD").unwrap_or_default()),
             clickhouse_ca_file: env.file("CLICKHOUSE_CA_FILE")?,
+            clickhouse_lz4,
             s3_endpoint,
             s3_region,
             s3_access_key_id,
@@ -379,6 +445,44 @@ mod tests {
         let secret = Secret("hunter2-very-secret".to_owned());
         assert_eq!(format!("{secret:?}"), "\"***\"");
         assert!(!format!("{:?}", Secret::default()).contains("***"));
+    }
+
+    #[test]
+    fn a_remote_postgres_without_sslmode_is_refused_and_loopback_is_not() {
+        for url in [
+            "postgres://etl@127.0.0.1:5432/catalog",
+            "postgres://etl@localhost/catalog",
+            "postgres://etl@[::1]/catalog",
+            "postgres:///catalog?host=/var/run/postgresql",
+            "postgres://etl@db.example.com/catalog?sslmode=verify-full",
+            "postgres://etl@10.0.0.5/catalog?sslmode=disable",
+        ] {
+            assert!(require_sslmode_off_loopback(url).is_ok(), "{url}");
+        }
+        let err = require_sslmode_off_loopback("postgres://etl:pw@db.example.com/catalog")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("db.example.com"), "{err}");
+        assert!(err.contains("sslmode=verify-full"), "{err}");
+        assert!(!err.contains("pw"), "no secret in the message: {err}");
+    }
+
+    #[test]
+    fn clickhouse_compression_defaults_to_none_on_this_machine_only() {
+        for url in [
+            "http://127.0.0.1:8123",
+            "http://localhost:8123",
+            "https://[::1]:8443",
+        ] {
+            assert!(url_host_is_loopback(url), "{url}");
+        }
+        for url in [
+            "https://abc.clickhouse.cloud:8443",
+            "http://10.0.0.7:8123",
+            "",
+        ] {
+            assert!(!url_host_is_loopback(url), "{url}");
+        }
     }
 
     #[test]

@@ -14,7 +14,6 @@ pub mod chunk_protocol;
 pub mod config;
 pub mod contract;
 pub mod error;
-pub mod generator;
 pub mod item_hash;
 pub mod job_protocol;
 pub mod metrics;
@@ -53,9 +52,9 @@ use crate::{
     metrics::Metrics,
     model::{
         ChunkOutcome, ChunkTask, CompletedJob, DelistOutcome, FinalizeRequest, JobOutcome,
-        JobStatus, JobTotals, MAX_SUMMARY_RANGES, ObjectMeta, PlanInput, PlanResult,
-        Reconciliation, RetentionBatch, RetentionBatchResult, SettledJob, SourceIngestRequest,
-        SourceListing,
+        JobStatus, JobTotals, LedgerBatch, LedgerBatchResult, MAX_SUMMARY_RANGES, ObjectMeta,
+        PlanInput, PlanResult, Reconciliation, RetentionBatch, RetentionBatchResult, SettledJob,
+        SourceIngestRequest, SourceListing,
     },
     pause::PausePoint,
     pg::{ObjectVersion, PgStore},
@@ -581,6 +580,21 @@ impl EtlActivities {
             &ctx,
             tracing::Span::none(),
             self.pg.delete_expired_invalid_rows(&batch),
+        )
+        .await
+    }
+
+    /// One bounded deletion of the chunk ledgers of long-ended jobs.
+    #[activity]
+    pub async fn prune_chunk_ledgers(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        batch: LedgerBatch,
+    ) -> Result<LedgerBatchResult, ActivityError> {
+        self.run(
+            &ctx,
+            tracing::Span::none(),
+            self.pg.prune_chunk_ledgers(&batch),
         )
         .await
     }

@@ -374,6 +374,9 @@ pub struct JobSummary {
     /// The job that re-ran this one, and when it was started.
     pub superseded_by_job_id: Option<String>,
     pub superseded_at: Option<String>,
+    /// When retention deleted the job's chunk ledger (its totals stay on the job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_pruned_at: Option<String>,
     /// Last `etlctl reconcile` of the job: when, and whether every count matched.
     pub verified_at: Option<String>,
     pub verified_ok: Option<bool>,
@@ -529,9 +532,38 @@ pub struct RetentionRequest {
     pub batch_size: u32,
     /// Rows per run at most; the rest waits for the next run.
     pub max_rows: u64,
+    /// The chunk ledgers (per-chunk rows with their sku lists) of jobs that completed more than
+    /// this many days ago, with nothing left to copy, are deleted; the jobs keep their totals.
+    /// `None` (runs scheduled before this option): kept.
+    #[serde(default)]
+    pub ledger_days: Option<u32>,
+}
+
+/// Jobs whose chunk ledger one retention activity deletes at most.
+pub const LEDGER_JOBS_PER_BATCH: u32 = 100;
+/// Ledger batches per retention run at most (the rest waits for the next run).
+pub const LEDGER_BATCHES_PER_RUN: u32 = 100;
+
+/// One bounded deletion of chunk ledgers, against a cutoff fixed by the first batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerBatch {
+    pub days: u32,
+    pub cutoff: Option<String>,
+    pub jobs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerBatchResult {
+    pub cutoff: String,
+    /// Jobs whose ledger was deleted.
+    pub jobs: u64,
+    /// Chunk rows deleted.
+    pub rows: u64,
 }
 
 pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+/// Chunk ledgers are kept this long after their job ended (`--ledger-days`).
+pub const DEFAULT_LEDGER_DAYS: u32 = 30;
 pub const DEFAULT_RETENTION_BATCH: u32 = 10_000;
 pub const DEFAULT_RETENTION_MAX_ROWS: u64 = 1_000_000;
 
@@ -558,6 +590,11 @@ pub struct RetentionReport {
     pub batches: u32,
     /// The run stopped at `max_rows`: older rows are left for the next run.
     pub capped: bool,
+    /// Jobs whose chunk ledger this run deleted, and the chunk rows deleted.
+    #[serde(default)]
+    pub ledgers_pruned: u64,
+    #[serde(default)]
+    pub ledger_rows_deleted: u64,
 }
 
 /// Namespace of the v5 UUIDs that make job ids from workflow ids.

@@ -6,7 +6,10 @@ use sqlx::Row;
 
 use crate::{
     error::EtlError,
-    model::{ChunkDetail, IngestOptions, JobListEntry, RetentionBatch, RetentionBatchResult},
+    model::{
+        ChunkDetail, IngestOptions, JobListEntry, LedgerBatch, LedgerBatchResult, RetentionBatch,
+        RetentionBatchResult,
+    },
     pg::{PgStore, parse_job_id, timestamp},
 };
 
@@ -177,22 +180,27 @@ impl PgStore {
         Ok(())
     }
 
-    /// One bounded DELETE of invalid rows older than the cutoff (fixed by the first batch).
-    pub async fn delete_expired_invalid_rows(
-        &self,
-        batch: &RetentionBatch,
-    ) -> Result<RetentionBatchResult, EtlError> {
-        let cutoff: DateTime<Utc> = match &batch.cutoff {
+    /// A run's cutoff: the first batch's, given; or `days` before now, by Postgres' clock.
+    async fn cutoff(&self, given: Option<&str>, days: u32) -> Result<DateTime<Utc>, EtlError> {
+        Ok(match given {
             Some(cutoff) => DateTime::parse_from_rfc3339(cutoff)
                 .map_err(|err| EtlError::NotAllowed(format!("bad cutoff {cutoff:?}: {err}")))?
                 .with_timezone(&Utc),
             None => {
                 sqlx::query_scalar("SELECT now() - make_interval(days => $1)")
-                    .bind(batch.days as i32)
+                    .bind(days as i32)
                     .fetch_one(self.pool())
                     .await?
             }
-        };
+        })
+    }
+
+    /// One bounded DELETE of invalid rows older than the cutoff (fixed by the first batch).
+    pub async fn delete_expired_invalid_rows(
+        &self,
+        batch: &RetentionBatch,
+    ) -> Result<RetentionBatchResult, EtlError> {
+        let cutoff = self.cutoff(batch.cutoff.as_deref(), batch.days).await?;
         // Each job keeps count of its pruned logs, in the same statement: reconcile then
         // tells pruned rows from missing ones.
         let deleted: i64 = sqlx::query_scalar(
@@ -217,6 +225,47 @@ impl PgStore {
         Ok(RetentionBatchResult {
             cutoff: cutoff.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             deleted: deleted as u64,
+        })
+    }
+}
+
+impl PgStore {
+    /// Deletes the chunk ledgers of at most `batch.jobs` jobs that completed before the cutoff
+    /// (fixed by the first batch) and owe ClickHouse nothing. Their totals are on the job row,
+    /// which notes the pruning; a failed or cancelled job keeps its ledger (it tells which
+    /// chunks committed), and nothing of a job still running or copying is touched.
+    pub async fn prune_chunk_ledgers(
+        &self,
+        batch: &LedgerBatch,
+    ) -> Result<LedgerBatchResult, EtlError> {
+        let cutoff = self.cutoff(batch.cutoff.as_deref(), batch.days).await?;
+        let row = sqlx::query(
+            "WITH chosen AS (
+                 SELECT j.id FROM etl_jobs j
+                 WHERE j.status = 'completed' AND j.finished_at < $1
+                   AND j.ledger_pruned_at IS NULL
+                   AND NOT (j.delisted_at IS NOT NULL AND NOT j.delist_clickhouse_written)
+                   AND NOT EXISTS (SELECT 1 FROM etl_chunks c WHERE c.job_id = j.id
+                                   AND c.status = 'committed' AND NOT c.clickhouse_written)
+                 ORDER BY j.finished_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ), marked AS (
+                 UPDATE etl_jobs j SET ledger_pruned_at = now(), updated_at = now()
+                 FROM chosen WHERE j.id = chosen.id RETURNING j.id
+             ), deleted AS (
+                 DELETE FROM etl_chunks c USING marked WHERE c.job_id = marked.id
+                 RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM marked) AS jobs, (SELECT count(*) FROM deleted) AS rows",
+        )
+        .bind(cutoff)
+        .bind(i64::from(batch.jobs))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(LedgerBatchResult {
+            cutoff: cutoff.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            jobs: row.get::<i64, _>("jobs") as u64,
+            rows: row.get::<i64, _>("rows") as u64,
         })
     }
 }

@@ -30,8 +30,8 @@ pub enum PausePoint {
     Plan,
     /// A chunk is read and parsed; its transaction has not begun.
     ChunkAfterRead,
-    /// A chunk's rows and its ClickHouse observations are written inside its Postgres
-    /// transaction, which is not committed.
+    /// A chunk's catalog rows, invalid rows and ledger row are written inside its Postgres
+    /// transaction, which is not committed; ClickHouse has nothing of it yet.
     ChunkBeforeCommit,
     /// A chunk is committed; the ClickHouse copy of the catalog rows it changed is not made.
     ChunkBeforeClickHouse,

@@ -823,7 +823,7 @@ mod tests {
     #[test]
     #[ignore]
     fn bench_plan_bytes() {
-        use crate::generator::{GeneratorConfig, write_catalog};
+        use generator::{GeneratorConfig, write_catalog};
         let cfg = GeneratorConfig {
             rows: 40_000,
             ..GeneratorConfig::default()

@@ -121,9 +121,11 @@ impl ObjectStore {
     }
 
     /// Size, ETag and Last-Modified of the object as it is now. HEAD's Last-Modified header has
-    /// whole seconds only; the listing has the store's full precision, so the version comes
-    /// from there when it lists the same ETag. No time at all is an error: a version of
-    /// "time zero" would lose to every other object of the source.
+    /// whole seconds only; the listing has the store's full precision, and the version comes
+    /// from there, never from HEAD: two jobs of one version must order it the same way. A
+    /// listing that does not show the object as HEAD saw it (being replaced, or not listed yet
+    /// by an eventually consistent store) is a retryable error; no time at all is an error: a
+    /// version of "time zero" would lose to every other object of the source.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, EtlError> {
         let out = self
             .client
@@ -143,17 +145,29 @@ impl ObjectStore {
             .send()
             .await
             .map_err(|err| object_error("LIST", bucket, key, err))?;
-        let listed_time = listed
-            .contents()
-            .iter()
-            .find(|o| o.key() == Some(key) && o.e_tag() == Some(etag.as_str()))
-            .and_then(|o| o.last_modified().and_then(utc));
-        let last_modified = listed_time
-            .or_else(|| out.last_modified().and_then(utc))
-            .ok_or_else(|| EtlError::MissingLastModified {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-            })?;
+        let entry = listed.contents().iter().find(|o| o.key() == Some(key));
+        let last_modified = match entry {
+            Some(entry) if entry.e_tag() == Some(etag.as_str()) => entry
+                .last_modified()
+                .and_then(utc)
+                .ok_or_else(|| EtlError::MissingLastModified {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                })?,
+            Some(entry) => {
+                return Err(EtlError::S3(format!(
+                    "s3://{bucket}/{key} is being replaced: HEAD saw ETag {etag}, the listing \
+                     ETag {}",
+                    entry.e_tag().unwrap_or("none")
+                )));
+            }
+            None => {
+                return Err(EtlError::S3(format!(
+                    "s3://{bucket}/{key}: the listing does not show the object yet, and only \
+                     the listing gives its Last-Modified time at full precision"
+                )));
+            }
+        };
         Ok(ObjectMeta {
             bucket: bucket.to_owned(),
             key: key.to_owned(),

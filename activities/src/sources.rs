@@ -10,7 +10,7 @@ use sqlx::Row;
 use crate::{
     error::EtlError,
     model::{
-        JobMode, ObjectMeta, SourceIngestRequest, SourceListing, ingest_workflow_id,
+        IngestOptions, JobMode, ObjectMeta, SourceIngestRequest, SourceListing, ingest_workflow_id,
         job_id_for_workflow,
     },
     pg::{PgStore, parse_job_id, parse_time},
@@ -75,7 +75,7 @@ pub async fn list_source(
             .await?;
         listing.listed += page.objects.len() as u64;
         let states = pg
-            .version_states(&request.source, &page.objects, request.options.partial)
+            .version_states(&request.source, &page.objects, &request.options)
             .await?;
         for (object, state) in page.objects.into_iter().zip(states) {
             match state {
@@ -122,12 +122,14 @@ impl PgStore {
         &self,
         source: &str,
         objects: &[ObjectMeta],
-        partial: bool,
+        options: &IngestOptions,
     ) -> Result<Vec<VersionState>, EtlError> {
+        let partial = options.partial;
+        // The job each child would get: the run's own mode (a source run never dry-runs).
         let mode = JobMode {
             dry_run: false,
             partial,
-            allow_mass_delist: false,
+            allow_mass_delist: options.allow_mass_delist,
         };
         if objects.is_empty() {
             return Ok(Vec::new());

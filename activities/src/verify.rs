@@ -232,7 +232,18 @@ impl EtlActivities {
             }
             None => None,
         };
-        let totals = self.pg.totals(job_id).await?;
+        let mut totals = self.pg.totals(job_id).await?;
+        let ledger_pruned = summary.ledger_pruned_at.is_some();
+        if ledger_pruned {
+            // Retention deleted the ledger of this completed job; its row kept the totals the
+            // ledger gave when every chunk had committed.
+            totals.chunks = summary.chunks;
+            totals.chunks_committed = summary.chunks_committed;
+            totals.rows_total = summary.rows_total;
+            totals.rows_valid = summary.rows_valid;
+            totals.rows_invalid = summary.rows_invalid;
+            totals.items = summary.items.unwrap_or(0);
+        }
         let (invalid_logged, invalid_pruned) = self.pg.invalid_logged(job_id).await?;
         let ledger = Counts {
             rows_total: Some(totals.rows_total),
@@ -251,7 +262,8 @@ impl EtlActivities {
                 .pg
                 .snapshot_newer_than(&facts.source, &facts.version)
                 .await?;
-            if !stale {
+            // The job's skus were in its ledger: pruned, Postgres' item count is not recounted.
+            if !stale && !ledger_pruned {
                 let missing = self
                     .pg
                     .job_items_missing_from_catalog(&facts.source, job_id)

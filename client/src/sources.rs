@@ -6,9 +6,10 @@ use activities::{
     audit::Thresholds,
     config::Config,
     model::{
-        DEFAULT_LIST_PAGE_SIZE, DEFAULT_MAX_OBJECTS_PER_RUN, DEFAULT_MAX_PARALLEL_OBJECTS,
-        DEFAULT_RETENTION_BATCH, DEFAULT_RETENTION_DAYS, DEFAULT_RETENTION_MAX_ROWS,
-        RetentionReport, RetentionRequest, SourceIngestRequest, SourceReport,
+        DEFAULT_LEDGER_DAYS, DEFAULT_LIST_PAGE_SIZE, DEFAULT_MAX_OBJECTS_PER_RUN,
+        DEFAULT_MAX_PARALLEL_OBJECTS, DEFAULT_RETENTION_BATCH, DEFAULT_RETENTION_DAYS,
+        DEFAULT_RETENTION_MAX_ROWS, RetentionReport, RetentionRequest, SourceIngestRequest,
+        SourceReport,
     },
     pg::PgStore,
     s3::parse_s3_uri,
@@ -208,6 +209,10 @@ pub struct RetentionArgs {
     /// Rows per run at most (the rest is left for the next run).
     #[arg(long, default_value_t = DEFAULT_RETENTION_MAX_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rows: u64,
+    /// Delete the chunk ledgers (per-chunk rows and sku lists) of jobs that completed more than
+    /// this many days ago with nothing left to copy; their totals stay on the job.
+    #[arg(long, default_value_t = DEFAULT_LEDGER_DAYS, value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub ledger_days: u32,
 }
 
 impl RetentionArgs {
@@ -225,6 +230,7 @@ impl RetentionArgs {
             days: self.days,
             batch_size: self.batch_size,
             max_rows: self.max_rows,
+            ledger_days: Some(self.ledger_days),
         })
     }
 }
@@ -275,6 +281,10 @@ pub async fn retention(config: &Config, command: RetentionCommand) -> anyhow::Re
             } else {
                 ""
             }
+        );
+        println!(
+            "deleted the chunk ledgers of {} completed jobs ({} chunk rows)",
+            report.ledgers_pruned, report.ledger_rows_deleted
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -310,6 +310,7 @@ fn pending_summary(request: &IngestRequest, workflow_id: &str, object: &ObjectMe
         superseded_at: None,
         verified_at: None,
         verified_ok: None,
+        ledger_pruned_at: None,
         workflow_status: None,
         chunk_details: None,
     }

@@ -83,7 +83,13 @@ async fn bad_configuration_fails_at_start_up_without_leaking_secrets() {
     let pg_secret = "pg-Secret-4711";
     let s3_secret = "s3-Secret-0815-abcdefghijklmnop";
     let wrong_db = format!("postgres://postgres:{pg_secret}@127.0.0.1:5432/no_such_database");
-    let cases: [(&[(&str, &str)], &str); 9] = [
+    // Another host and no sslmode: libpq's `prefer` could send the password in plaintext.
+    let remote_without_sslmode = format!("postgres://etl:{pg_secret}@db.example.com/catalog");
+    let cases: [(&[(&str, &str)], &str); 10] = [
+        (
+            &[("DATABASE_URL", remote_without_sslmode.as_str())],
+            "no sslmode is set",
+        ),
         (
             &[("DATABASE_URL", wrong_db.as_str())],
             "Postgres (DATABASE_URL)",

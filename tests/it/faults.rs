@@ -9,7 +9,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use activities::generator::{GeneratedStats, GeneratorConfig};
+use generator::{GeneratedStats, GeneratorConfig};
 
 use crate::{
     harness::{CommittedChunks, JobCount, TestEnv, u},

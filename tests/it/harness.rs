@@ -11,10 +11,10 @@ use std::{
 
 use activities::{
     config::{Config, Needs},
-    generator::{GeneratedStats, GeneratorConfig, write_catalog},
     model::ObjectMeta,
     s3::ObjectStore,
 };
+use generator::{GeneratedStats, GeneratorConfig, write_catalog};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 

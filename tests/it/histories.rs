@@ -17,7 +17,7 @@ use crate::{
     harness::TestEnv,
     ingest::{catalog, wait_until_final},
 };
-use activities::generator::GeneratorConfig;
+use generator::GeneratorConfig;
 
 fn histories_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("histories")

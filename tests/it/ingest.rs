@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use activities::generator::{GeneratedStats, GeneratorConfig};
+use generator::{GeneratedStats, GeneratorConfig};
 use serde_json::Value;
 
 use crate::harness::{TestEnv, generated, u};

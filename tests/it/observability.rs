@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use activities::generator::GeneratorConfig;
+use generator::GeneratorConfig;
 use serde_json::Value;
 
 use crate::{

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use activities::generator::{GeneratedStats, GeneratorConfig};
+use generator::{GeneratedStats, GeneratorConfig};
 use serde_json::Value;
 
 use crate::{
@@ -496,7 +496,10 @@ async fn reconcile_recounts_and_detects_a_corrupted_count() {
     assert_eq!(u(&broken["catalog"]["clickhouse"]["inconsistent"]), 0);
     assert_eq!(u(&broken["catalog"]["differing_items"]), 1, "{broken}");
     let deltas = broken["deltas"].to_string();
-    assert!(deltas.contains("Postgres: 1 listed item(s)"), "{deltas}");
+    assert!(
+        deltas.contains("Postgres: 1 item(s) no longer match"),
+        "{deltas}"
+    );
     sqlx::query("UPDATE catalog_items SET price = price - 1 WHERE sku = $1")
         .bind(&sku)
         .execute(&env.pg)
@@ -523,7 +526,7 @@ async fn reconcile_recounts_and_detects_a_corrupted_count() {
     assert!(
         broken["deltas"]
             .to_string()
-            .contains("ClickHouse: 1 listed item(s)"),
+            .contains("ClickHouse: 1 item(s) no longer match"),
         "{broken}"
     );
     env.ch
@@ -777,4 +780,89 @@ a10,Shoe 10,Acme,,500,g,https://shop.example.com/p/10,https://img.example.com/10
 
     let all = env.etlctl(&["audit", "--json"]).json();
     assert_eq!(all["sources"].as_array().unwrap().len(), 2);
+}
+
+/// Chunk ledgers of jobs that completed long ago are deleted in bounded batches; the jobs keep
+/// their totals, and a failed job keeps its ledger.
+#[tokio::test]
+async fn retention_prunes_the_chunk_ledgers_of_long_completed_jobs() {
+    let mut env = TestEnv::new("ledger_retention").await;
+    env.start_worker();
+    for (key, seed) in [("l/1.csv", 11), ("l/2.csv", 12)] {
+        let (body, _) = generated(&GeneratorConfig {
+            rows: 300,
+            seed,
+            ..GeneratorConfig::default()
+        });
+        env.put(key, body).await;
+    }
+    let old = env
+        .ingest("l/1.csv", &["--wait", "--chunk-bytes", "20000"])
+        .json();
+    let recent = env.ingest("l/2.csv", &["--wait"]).json();
+    env.put("l/bad.csv", "sku,url\nA,https://shop.example/a\n")
+        .await;
+    let failed = env.ingest("l/bad.csv", &["--wait"]).json();
+    assert_eq!(failed["status"], "failed");
+    sqlx::query(
+        "UPDATE etl_jobs SET finished_at = now() - interval '40 days'
+         WHERE id = $1::uuid OR id = $2::uuid",
+    )
+    .bind(old["job_id"].as_str().unwrap())
+    .bind(failed["job_id"].as_str().unwrap())
+    .execute(&env.pg)
+    .await
+    .unwrap();
+    let run = |env: &TestEnv| {
+        let out = env.etlctl(&["retention", "run", "--ledger-days", "30", "--json"]);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        out.json()
+    };
+    let first = run(&env);
+    assert_eq!(u(&first["ledgers_pruned"]), 1, "{first}");
+    assert_eq!(
+        u(&first["ledger_rows_deleted"]),
+        u(&old["chunks"]),
+        "{first}"
+    );
+    let ledger_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM etl_chunks WHERE job_id = $1::uuid")
+            .bind(old["job_id"].as_str().unwrap())
+            .fetch_one(&env.pg)
+            .await
+            .unwrap();
+    assert_eq!(ledger_rows, 0);
+    let shown = env
+        .etlctl(&["jobs", "show", old["job_id"].as_str().unwrap(), "--json"])
+        .json();
+    for field in [
+        "rows_total",
+        "rows_valid",
+        "rows_invalid",
+        "items",
+        "chunks",
+    ] {
+        assert_eq!(shown[field], old[field], "{field}: {shown}");
+    }
+    assert_eq!(shown["chunks_committed"], old["chunks"]);
+    assert!(shown["ledger_pruned_at"].is_string(), "{shown}");
+    // Reconcile recounts the object against the totals the job row kept.
+    let reconciled = env.etlctl(&["reconcile", old["job_id"].as_str().unwrap(), "--json"]);
+    assert_eq!(
+        reconciled.code, 0,
+        "{}{}",
+        reconciled.stdout, reconciled.stderr
+    );
+    let recent_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM etl_chunks WHERE job_id = $1::uuid")
+            .bind(recent["job_id"].as_str().unwrap())
+            .fetch_one(&env.pg)
+            .await
+            .unwrap();
+    assert_eq!(
+        recent_rows as u64,
+        u(&recent["chunks"]),
+        "a recent job keeps its ledger"
+    );
+    assert_eq!(u(&run(&env)["ledgers_pruned"]), 0, "nothing twice");
 }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use activities::generator::GeneratorConfig;
 use catalog_model::scenario::CommitOrder;
+use generator::GeneratorConfig;
 use serde_json::Value;
 
 use crate::{

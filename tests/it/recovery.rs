@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use activities::{
-    generator::GeneratorConfig,
-    model::{IngestOptions, IngestRequest, job_id_for_workflow},
-};
+use activities::model::{IngestOptions, IngestRequest, job_id_for_workflow};
+use generator::GeneratorConfig;
 use serde_json::Value;
 use workflows::IngestInput;
 
@@ -17,12 +15,7 @@ use crate::{
 };
 
 /// A catalog object of `rows` generated rows under `key`; returns the generator's counts.
-async fn put_catalog(
-    env: &TestEnv,
-    key: &str,
-    rows: u64,
-    seed: u64,
-) -> activities::generator::GeneratedStats {
+async fn put_catalog(env: &TestEnv, key: &str, rows: u64, seed: u64) -> generator::GeneratedStats {
     let (body, stats) = catalog(GeneratorConfig {
         rows,
         seed,

@@ -297,7 +297,7 @@ async fn an_ingest_over_tls_to_every_store_keeps_exact_counts() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     env.start_worker_with(&overrides);
-    let (body, stats) = catalog(activities::generator::GeneratorConfig {
+    let (body, stats) = catalog(generator::GeneratorConfig {
         rows: 500,
         seed: 61,
         ..Default::default()

@@ -175,6 +175,16 @@ fn innermost(failure: &Failure) -> &Failure {
     }
 }
 
+/// The workflow's failure for an activity that failed for good: the activity's own message
+/// and type, non-retryable (Temporal already retried the activity as its policy allows).
+pub(crate) fn failed_for_good(err: &ActivityExecutionError) -> ApplicationFailure {
+    let (message, kind) = failure_of(err);
+    ApplicationFailure::builder(message)
+        .type_name(kind)
+        .non_retryable(true)
+        .build()
+}
+
 /// The activity's own error and its type name, not the wrappers around them. A schedule-to-
 /// close timeout is the job's deadline passing while the activity was still being retried.
 pub(crate) fn failure_of(err: &ActivityExecutionError) -> (String, String) {

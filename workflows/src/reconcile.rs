@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use activities::{EtlActivities, model::DEFAULT_RETRY_MAX_INTERVAL_SECS, verify::Verification};
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{ApplicationFailure, WorkflowContext, WorkflowResult};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
-use crate::{failure_of, short_activity};
+use crate::{failed_for_good, short_activity};
 
 /// A recount of a large object reads it twice; an outage longer than this fails the command
 /// instead of leaving the operator waiting.
@@ -32,13 +32,7 @@ impl Reconcile {
         let verification = ctx
             .execute_activity(EtlActivities::verify, job_id, options)
             .await
-            .map_err(|err| {
-                let (message, kind) = failure_of(&err);
-                ApplicationFailure::builder(message)
-                    .type_name(kind)
-                    .non_retryable(true)
-                    .build()
-            })?;
+            .map_err(|err| failed_for_good(&err))?;
         ctx.set_current_details(format!(
             "**{}**: {} difference(s)",
             if verification.ok { "ok" } else { "mismatch" },

@@ -1,16 +1,20 @@
 //! `Retention`: deletes invalid-row logs older than N days in bounded batches, never with one
-//! unbounded DELETE, and at most `max_rows` per run.
+//! unbounded DELETE, and at most `max_rows` per run; then, when asked, the chunk ledgers of
+//! jobs that ended long ago, a bounded number of jobs per batch and per run.
 
 use std::time::Duration;
 
 use activities::{
     EtlActivities,
-    model::{DEFAULT_RETRY_MAX_INTERVAL_SECS, RetentionBatch, RetentionReport, RetentionRequest},
+    model::{
+        DEFAULT_RETRY_MAX_INTERVAL_SECS, LEDGER_BATCHES_PER_RUN, LEDGER_JOBS_PER_BATCH,
+        LedgerBatch, RetentionBatch, RetentionReport, RetentionRequest,
+    },
 };
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{ApplicationFailure, WorkflowContext, WorkflowResult};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
-use crate::{failure_of, short_activity};
+use crate::{failed_for_good, short_activity};
 
 /// A batch that cannot be deleted within this time (Postgres down for longer) fails the run;
 /// the next scheduled run starts over.
@@ -34,6 +38,8 @@ impl Retention {
             deleted: 0,
             batches: 0,
             capped: false,
+            ledgers_pruned: 0,
+            ledger_rows_deleted: 0,
         };
         loop {
             let room = request.max_rows - report.deleted;
@@ -57,13 +63,7 @@ impl Retention {
                     ),
                 )
                 .await
-                .map_err(|err| {
-                    let (message, kind) = failure_of(&err);
-                    ApplicationFailure::builder(message)
-                        .type_name(kind)
-                        .non_retryable(true)
-                        .build()
-                })?;
+                .map_err(|err| failed_for_good(&err))?;
             report.cutoff = result.cutoff;
             report.deleted += result.deleted;
             report.batches += 1;
@@ -73,6 +73,37 @@ impl Retention {
             ));
             if result.deleted < limit {
                 break;
+            }
+        }
+        if let Some(days) = request.ledger_days {
+            let mut cutoff = None;
+            for _ in 0..LEDGER_BATCHES_PER_RUN {
+                let batch = LedgerBatch {
+                    days,
+                    cutoff: cutoff.clone(),
+                    jobs: LEDGER_JOBS_PER_BATCH,
+                };
+                let result = ctx
+                    .execute_activity(
+                        EtlActivities::prune_chunk_ledgers,
+                        batch,
+                        short_activity(
+                            Duration::from_secs(DEFAULT_RETRY_MAX_INTERVAL_SECS),
+                            Some(BATCH_WITHIN),
+                        ),
+                    )
+                    .await
+                    .map_err(|err| failed_for_good(&err))?;
+                cutoff = Some(result.cutoff);
+                report.ledgers_pruned += result.jobs;
+                report.ledger_rows_deleted += result.rows;
+                ctx.set_current_details(format!(
+                    "**pruning** chunk ledgers of jobs ended more than {days} days ago: {} jobs",
+                    report.ledgers_pruned
+                ));
+                if result.jobs < u64::from(LEDGER_JOBS_PER_BATCH) {
+                    break;
+                }
             }
         }
         Ok(report)

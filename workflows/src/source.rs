@@ -17,12 +17,14 @@ use activities::{
 use std::time::Duration;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ApplicationFailure, ChildWorkflowOptions, ParentClosePolicy, WorkflowContext,
-    WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult,
+    ChildWorkflowOptions, ParentClosePolicy, WorkflowContext, WorkflowContextView,
+    WorkflowIdReusePolicy, WorkflowResult,
 };
 use temporalio_workflow::workflows::join_all;
 
-use crate::{CatalogIngest, IngestInput, failure_of, short_activity, upsert_search_attributes};
+use crate::{
+    CatalogIngest, IngestInput, failed_for_good, short_activity, upsert_search_attributes,
+};
 
 #[workflow]
 #[derive(Default)]
@@ -84,11 +86,7 @@ impl SourceIngest {
                 ctx,
                 [visibility::OUTCOME.value_set(RunOutcome::Failed.as_str().to_owned())],
             );
-            let (message, kind) = failure_of(&err);
-            ApplicationFailure::builder(message)
-                .type_name(kind)
-                .non_retryable(true)
-                .build()
+            failed_for_good(&err)
         };
         let listing = ctx
             .execute_activity(

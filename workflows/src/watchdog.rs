@@ -10,9 +10,9 @@ use activities::{
     watchdog::{WatchdogReport, WatchdogRequest},
 };
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{ApplicationFailure, WorkflowContext, WorkflowResult};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
-use crate::{failure_of, short_activity, summarized};
+use crate::{failed_for_good, short_activity, summarized};
 
 /// A run that cannot reach its stores for this long gives up; the next run tries again.
 const WITHIN: Duration = Duration::from_secs(600);
@@ -38,13 +38,7 @@ impl JobWatchdog {
         let report = ctx
             .execute_activity(EtlActivities::close_orphaned_jobs, request, options)
             .await
-            .map_err(|err| {
-                let (message, kind) = failure_of(&err);
-                ApplicationFailure::builder(message)
-                    .type_name(kind)
-                    .non_retryable(true)
-                    .build()
-            })?;
+            .map_err(|err| failed_for_good(&err))?;
         ctx.set_current_details(format!(
             "**{} running job(s) checked**, {} closed",
             report.checked,

@@ -544,7 +544,7 @@ impl PgStore {
                         AS items_relisted,
                     j.reconciliation, j.created_at, j.finished_at, j.deadline_at,
                     j.supersedes_job_id, j.superseded_by_job_id, j.superseded_at, j.verified_at,
-                    j.verified_ok,
+                    j.verified_ok, j.ledger_pruned_at,
                     j.delisted_at IS NOT NULL AND NOT j.delist_clickhouse_written
                         AS delisting_pending,
                     coalesce(j.rows_total, c.rows_total) AS rows_total,
@@ -605,7 +605,11 @@ impl PgStore {
             items_relisted: count("items_relisted"),
             delist_refused: row.get("delist_refused"),
             chunks: row.get::<Option<i32>, _>("chunks").unwrap_or(0) as u32,
-            chunks_committed: row.get::<i64, _>("committed") as u32,
+            // Only completed jobs' ledgers are pruned: every chunk of theirs committed.
+            chunks_committed: match row.get::<Option<DateTime<Utc>>, _>("ledger_pruned_at") {
+                Some(_) => row.get::<Option<i32>, _>("chunks").unwrap_or(0) as u32,
+                None => row.get::<i64, _>("committed") as u32,
+            },
             object: JobObject {
                 bucket: row.get("bucket"),
                 key: row.get("object_key"),
@@ -638,6 +642,9 @@ impl PgStore {
                 .get::<Option<DateTime<Utc>>, _>("verified_at")
                 .map(timestamp),
             verified_ok: row.get("verified_ok"),
+            ledger_pruned_at: row
+                .get::<Option<DateTime<Utc>>, _>("ledger_pruned_at")
+                .map(timestamp),
             workflow_status: None,
             chunk_details: None,
         })

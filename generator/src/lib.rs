@@ -923,7 +923,7 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::contract::{Header, validate_record};
+    use activities::contract::{Header, validate_record};
 
     fn generate(cfg: &GeneratorConfig) -> (Vec<u8>, GeneratedStats) {
         let mut out = Vec::new();
