@@ -205,6 +205,13 @@ pub enum Op {
         mode: Mode,
         committed_rows: Vec<RangeInclusive<u64>>,
     },
+    /// A job of which only the records in `committed_rows` were committed before it failed
+    /// (its workflow terminated, a store refused it for good).
+    IngestFailed {
+        object: ObjectRef,
+        mode: Mode,
+        committed_rows: Vec<RangeInclusive<u64>>,
+    },
     /// A new job of a failed or cancelled job's object version and mode, run to its end (not
     /// of a dry run).
     Retry(JobRef),
@@ -356,13 +363,17 @@ enum JobEnd {
     /// The row ranges committed before the cancel. A cancel that comes after every chunk
     /// committed still cancels the job (it never completes, so it never delists).
     Cancelled(Vec<RangeInclusive<u64>>),
+    /// The same, ended failed.
+    Failed(Vec<RangeInclusive<u64>>),
 }
 
 impl JobEnd {
     fn committed(&self, row_number: u64) -> bool {
         match self {
             Self::Completed => true,
-            Self::Cancelled(ranges) => ranges.iter().any(|range| range.contains(&row_number)),
+            Self::Cancelled(ranges) | Self::Failed(ranges) => {
+                ranges.iter().any(|range| range.contains(&row_number))
+            }
         }
     }
 
@@ -370,6 +381,7 @@ impl JobEnd {
         match self {
             Self::Completed => JobStatus::Completed,
             Self::Cancelled(_) => JobStatus::Cancelled,
+            Self::Failed(_) => JobStatus::Failed,
         }
     }
 }
@@ -419,6 +431,11 @@ impl Model {
                 mode,
                 committed_rows,
             } => self.start(object, mode, JobEnd::Cancelled(committed_rows)),
+            Op::IngestFailed {
+                object,
+                mode,
+                committed_rows,
+            } => self.start(object, mode, JobEnd::Failed(committed_rows)),
             Op::Retry(job) => self.rerun(job, |status| status != JobStatus::Completed),
             Op::Repair(job) => self.rerun(job, |status| status == JobStatus::Completed),
         }

@@ -33,6 +33,8 @@ use crate::{
     harness::TestEnv,
 };
 
+mod chaos;
+
 /// The scenarios `make test` runs. Each was drawn once from a random seed and kept.
 pub const TEST_SEEDS: [u64; 12] = [
     0x0d47_1c2e_9b83_f001,
@@ -49,8 +51,9 @@ pub const TEST_SEEDS: [u64; 12] = [
     0xb351_742a_e8c6_9f0c,
 ];
 
-fn replay_command(seed: u64) -> String {
-    format!("make soak SEED={seed:#x} N=1")
+fn replay_command(seed: u64, with_faults: bool) -> String {
+    let faults = if with_faults { 1 } else { 0 };
+    format!("make soak SEED={seed:#x} N=1 FAULTS={faults}")
 }
 
 /// How long one job may take here (a few dozen chunks of a few hundred bytes).
@@ -58,11 +61,18 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs a scenario end to end; panics with its seed, the differences and the replay command.
 pub async fn run_scenario(seed: u64) {
+    run_scenario_with(seed, None).await;
+}
+
+/// The same, with `chaos` injecting faults into its ingests.
+async fn run_scenario_with(seed: u64, chaos: Option<chaos::Chaos>) {
+    let with_faults = chaos.is_some();
     let scenario = Scenario::generate(seed);
-    let mut run = ScenarioRun::start(&scenario).await;
+    let mut run = ScenarioRun::start(&scenario, chaos).await;
+    let replay = replay_command(seed, with_faults);
     for (index, step) in scenario.steps.iter().enumerate() {
-        let label = format!("step {index} ({})", describe(step));
-        run.apply(step, &label).await;
+        let mut label = format!("step {index} ({})", describe(step));
+        run.apply(step, &mut label).await;
         let differences = run.compare().await;
         if !differences.is_empty() {
             panic!(
@@ -74,7 +84,7 @@ pub async fn run_scenario(seed: u64) {
                     .cloned()
                     .collect::<Vec<_>>()
                     .join("\n  "),
-                replay_command(seed)
+                replay
             );
         }
     }
@@ -112,20 +122,43 @@ struct ScenarioRun {
     model: Model,
     /// The real job id of each model job.
     jobs: HashMap<JobRef, String>,
+    /// Faults to inject into the scenario's ingests (`make soak`, the chaos tests).
+    chaos: Option<chaos::Chaos>,
 }
 
 impl ScenarioRun {
-    async fn start(scenario: &Scenario) -> Self {
+    async fn start(scenario: &Scenario, chaos: Option<chaos::Chaos>) -> Self {
         let name = format!("model_{:x}", scenario.seed & 0xffff_ffff);
-        let mut env = TestEnv::new(&name).await;
+        let env = TestEnv::new(&name).await;
         let gate = gate_dir(&name);
-        env.start_worker_pausing_at_with(
+        let mut run = Self {
+            env,
+            gate,
+            source: String::new(),
+            objects: Vec::new(),
+            model: Model::new(),
+            jobs: HashMap::new(),
+            chaos,
+        };
+        run.start_gated_worker();
+        run.upload(scenario).await;
+        run
+    }
+
+    /// A worker that holds every chunk at the gate, before its transaction.
+    fn start_gated_worker(&mut self) {
+        self.env.start_worker_pausing_at_with(
             "chunk-after-read",
             &[
-                ("ETL_PAUSE_GATE", gate.to_str().unwrap()),
+                ("ETL_PAUSE_GATE", self.gate.to_str().unwrap()),
                 ("ETL_MAX_CONCURRENT_ACTIVITIES", "16"),
             ],
         );
+    }
+
+    /// Uploads the scenario's objects and builds the model of what the stores must hold.
+    async fn upload(&mut self, scenario: &Scenario) {
+        let env = &self.env;
         let source = env.source_name();
         let mut objects = vec![(String::new(), placeholder()); scenario.objects.len()];
         // Oldest first: each upload is newer than the ones before (names break time ties).
@@ -146,19 +179,14 @@ impl ScenarioRun {
             );
         }
         let versions: Vec<ObjectVersion> = objects.iter().map(|(_, v)| v.clone()).collect();
-        let model = scenario.model(&versions);
-        Self {
-            env,
-            gate,
-            source,
-            objects,
-            model,
-            jobs: HashMap::new(),
-        }
+        self.model = scenario.model(&versions);
+        self.source = source;
+        self.objects = objects;
     }
 
     /// Runs the step in the pipeline and in the model, and checks both named the same job.
-    async fn apply(&mut self, step: &Step, label: &str) {
+    /// With chaos, the label says which fault was injected.
+    async fn apply(&mut self, step: &Step, label: &mut String) {
         let execution = step.execution;
         let ingest_args = |object: ObjectRef, mode: catalog_model::model::Mode, wait: bool| {
             let mut args = vec![
@@ -186,15 +214,43 @@ impl ScenarioRun {
         };
         let (op, printed) = match &step.action {
             Action::Ingest { object, mode } => {
-                let args = ingest_args(*object, *mode, true);
-                let printed = self.run_releasing(&args, execution.commit_order).await;
-                (
-                    Op::Ingest {
-                        object: *object,
-                        mode: *mode,
-                    },
-                    printed,
-                )
+                let mut args = ingest_args(*object, *mode, true);
+                let fault = self
+                    .chaos
+                    .as_mut()
+                    .and_then(|chaos| chaos.next_fault(mode.dry_run));
+                let ingest = Op::Ingest {
+                    object: *object,
+                    mode: *mode,
+                };
+                match fault {
+                    Some(fault) => {
+                        args.extend(chaos::QUICK_RECOVERY.iter().map(|a| (*a).to_owned()));
+                        label.push_str(&format!(", {fault}"));
+                        let faulted = self
+                            .run_with_fault(&args, execution.commit_order, fault, label)
+                            .await;
+                        match faulted {
+                            chaos::Faulted::ByItself(printed) => (ingest, printed),
+                            chaos::Faulted::Retried { failed_job, retry } => {
+                                let failed = Op::IngestFailed {
+                                    object: *object,
+                                    mode: *mode,
+                                    committed_rows: self.committed_rows(&failed_job).await,
+                                };
+                                let OpResult::Started(job) = self.model.apply(failed) else {
+                                    panic!("{label}: the model started no job for {failed_job}");
+                                };
+                                self.jobs.insert(job, failed_job);
+                                (Op::Retry(job), retry)
+                            }
+                        }
+                    }
+                    None => (
+                        ingest,
+                        self.run_releasing(&args, execution.commit_order).await,
+                    ),
+                }
             }
             Action::CancelAfterChunks {
                 object,
@@ -835,38 +891,4 @@ scenarios! {
     scenario_00: 0, scenario_01: 1, scenario_02: 2, scenario_03: 3,
     scenario_04: 4, scenario_05: 5, scenario_06: 6, scenario_07: 7,
     scenario_08: 8, scenario_09: 9, scenario_10: 10, scenario_11: 11,
-}
-
-/// `make soak SEED=… N=…`: N scenarios from SEED on (SEED, SEED+1, …); without SEED, a random
-/// start, printed first.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "many scenarios: make soak"]
-async fn soak() {
-    let start = std::env::var("SOAK_SEED")
-        .ok()
-        .map(|s| {
-            let s = s.trim();
-            s.strip_prefix("0x")
-                .map_or_else(|| s.parse(), |hex| u64::from_str_radix(hex, 16))
-                .expect("SOAK_SEED: a number (decimal or 0x hex)")
-        })
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    let count: u64 = std::env::var("SOAK_N")
-        .ok()
-        .map(|n| n.parse().expect("SOAK_N: a number"))
-        .unwrap_or(20);
-    eprintln!("soak: {count} scenarios from seed {start:#x}");
-    for seed in start..start + count {
-        let started = Instant::now();
-        run_scenario(seed).await;
-        eprintln!(
-            "soak: seed {seed:#x} ok in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
 }
