@@ -2,12 +2,12 @@
 #   make up      install what is missing and start Temporal, Postgres, ClickHouse and Garage (S3)
 #   make down    stop the services `make up` started (Postgres is left running)
 #   make test    every test (unit, end-to-end, then `make test-faults`)
-#   make soak SEED=… N=…   N more model-based scenarios from seed SEED
+#   make soak SEED=… N=…   N more model-based scenarios from seed SEED, under faults (FAULTS=0: none)
 #   eval "$$(make -s env)"   load the connection settings into your shell
 SHELL := /bin/bash
 MAKEFLAGS += --no-print-directory
 
-.PHONY: deps up down status env build demo test test-faults soak bench bench-big bench-runaway bench-reconcile screenshots record-histories
+.PHONY: deps up down status env build demo test test-faults soak bench bench-fleet bench-big bench-runaway bench-reconcile screenshots record-histories
 
 deps:
 	bash scripts/stack.sh deps
@@ -37,11 +37,17 @@ test: up
 test-faults: up
 	bash scripts/test.sh faults
 # More model-based scenarios than `make test` runs: SEED (first seed, decimal or 0x hex;
-# random if unset, and printed) and N (how many, default 20).
+# random if unset, and printed), N (how many, default 20), FAULTS (1: SIGKILLs, terminations,
+# outages and one non-retryable error per scenario; 0: none) and AT_ONCE (sources at a time).
 soak: up
-	SOAK_SEED=$(SEED) SOAK_N=$${N:-20} bash scripts/test.sh soak
+	SOAK_SEED=$(SEED) SOAK_N=$${N:-20} SOAK_FAULTS=$${FAULTS:-1} SOAK_AT_ONCE=$(AT_ONCE) \
+		bash scripts/test.sh soak
 bench: up
 	bash scripts/bench.sh
+# A morning's fleet: 12 sources at once (10 catalogs of 20,000 rows, 2 hostile ones) on two
+# workers, against one 200,000-row job on the same stack; every job checked exact.
+bench-fleet: up
+	bash scripts/bench.sh --fleet
 # About 1 GB of CSV (1,450,000 rows of ~740 bytes): worker peak RSS with default settings.
 bench-big: up
 	BENCH_ROWS=$${BENCH_ROWS:-1450000} bash scripts/bench.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark: pipeline vs the load limit of this machine, same file, one run.
 #   BENCH_ROWS=200000 make bench       (extra flags: BENCH_ARGS="--chunk-bytes N --parallel N")
+#   make bench-fleet                   (scripts/bench.sh --fleet: 12 sources at once vs one job)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash scripts/stack.sh env)"
-exec target/release/etl-bench --rows "${BENCH_ROWS:-200000}" ${BENCH_ARGS:-}
+exec target/release/etl-bench --rows "${BENCH_ROWS:-200000}" ${BENCH_ARGS:-} "$@"

@@ -26,15 +26,17 @@ use std::{
 use activities::{
     config::{Config, Needs},
     error::error_chain,
-    generator::{COLUMNS, GeneratedStats, GeneratorConfig, NEXT_DAY, write_catalog},
     s3::ObjectStore,
 };
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
+use generator::{COLUMNS, GeneratedStats, GeneratorConfig, NEXT_DAY, write_catalog};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use tokio::io::AsyncReadExt;
+
+mod fleet;
 
 const BENCH_DATABASE: &str = "catalog_etl_bench";
 
@@ -58,6 +60,9 @@ struct Args {
     /// Only the first day (no next-day scenario).
     #[arg(long)]
     first_day_only: bool,
+    /// `make bench-fleet`: 12 sources at once on two workers against one big job (`fleet.rs`).
+    #[arg(long)]
+    fleet: bool,
     /// Where the figures go as JSON.
     #[arg(long, default_value = "target/bench/latest.json")]
     out: PathBuf,
@@ -120,6 +125,8 @@ struct Scenario {
     tail_seconds: f64,
     /// CPU seconds per service during the pipeline.
     cpu_seconds: BTreeMap<String, f64>,
+    /// All services' CPU during the pipeline, in milliseconds per 1,000 rows.
+    cpu_ms_per_1k_rows: f64,
     /// Postgres time per statement during the pipeline (summed over sessions), largest first.
     postgres_statements: Vec<Statement>,
 }
@@ -153,6 +160,9 @@ struct Day {
 async fn run(args: Args) -> anyhow::Result<()> {
     activities::tls::install_crypto_provider();
     let base = Config::from_env(Needs::ALL)?;
+    if args.fleet {
+        return fleet::run(&args, &base).await;
+    }
     let work_dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&work_dir)?;
     let s3 = ObjectStore::new(&base)?;
@@ -283,14 +293,8 @@ async fn measure(
     );
     let job_id = summary["job_id"].as_str().unwrap_or_default().to_owned();
     let timing = chunk_timing(database_url, &job_id).await?;
-    let cpu_seconds = cpu_after
-        .iter()
-        .map(|(service, after)| {
-            let before = cpu_before.get(service).copied().unwrap_or(0.0);
-            (service.clone(), after - before)
-        })
-        .filter(|(_, seconds)| *seconds > 0.005)
-        .collect();
+    let cpu_seconds = cpu_spent(&cpu_before, &cpu_after);
+    let cpu_ms_per_1k_rows = cpu_seconds.values().sum::<f64>() * 1e6 / stats.rows_total as f64;
     let postgres_statements = match log_start {
         Some(start) => statement_times(&args.postgres_log, start)?,
         None => Vec::new(),
@@ -319,6 +323,7 @@ async fn measure(
             - timing.chunk_phase_seconds)
             .max(0.0),
         cpu_seconds,
+        cpu_ms_per_1k_rows,
         postgres_statements,
     })
 }
@@ -482,6 +487,37 @@ fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmHWM in /proc status")
 }
 
+/// CPU seconds each service spent between two [`cpu_by_service`] readings.
+fn cpu_spent(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(service, after)| {
+            let before = before.get(service).copied().unwrap_or(0.0);
+            (service.clone(), after - before)
+        })
+        .filter(|(_, seconds)| *seconds > 0.005)
+        .collect()
+}
+
+/// Prints a table: a label column, then one column per item.
+struct Table<'a, T> {
+    columns: &'a [&'a T],
+    width: usize,
+}
+
+impl<T> Table<'_, T> {
+    fn row(&self, label: &str, value: impl Fn(&T) -> String) {
+        print!("{label:<34}");
+        for column in self.columns {
+            print!(" {:>width$}", value(column), width = self.width);
+        }
+        println!();
+    }
+}
+
 /// CPU seconds (user + system) of every running process, by service.
 fn cpu_by_service() -> BTreeMap<String, f64> {
     let ticks = 100.0; // USER_HZ on Linux
@@ -607,60 +643,57 @@ async fn chunk_timing(url: &str, job_id: &str) -> anyhow::Result<ChunkTiming> {
 }
 
 fn print_report(scenarios: &[Scenario]) {
-    println!();
-    print!("{:<34}", "");
-    for s in scenarios {
-        print!(" {:>22}", s.name);
-    }
-    println!();
-    let row = |label: &str, value: &dyn Fn(&Scenario) -> String| {
-        print!("{label:<34}");
-        for s in scenarios {
-            print!(" {:>22}", value(s));
-        }
-        println!();
+    let columns: Vec<&Scenario> = scenarios.iter().collect();
+    let table = Table {
+        columns: &columns,
+        width: 22,
     };
-    row("rows (valid / invalid)", &|s| {
+    println!();
+    table.row("", |s| s.name.to_owned());
+    table.row("rows (valid / invalid)", |s| {
         format!("{} ({}/{})", s.rows, s.rows_valid, s.rows_invalid)
     });
-    row("bytes", &|s| format!("{:.1} MB", s.bytes as f64 / 1e6));
-    row("chunks", &|s| s.chunks.to_string());
-    row("items (delisted)", &|s| {
+    table.row("bytes", |s| format!("{:.1} MB", s.bytes as f64 / 1e6));
+    table.row("chunks", |s| s.chunks.to_string());
+    table.row("items (delisted)", |s| {
         format!("{} ({})", s.items, s.items_delisted)
     });
-    row("limit (PG COPY + CH INSERT)", &|s| {
+    table.row("limit (PG COPY + CH INSERT)", |s| {
         format!("{:.2} s {:.0}/s", s.limit.seconds, s.limit.rows_per_sec)
     });
-    row("  Postgres COPY alone", &|s| {
+    table.row("  Postgres COPY alone", |s| {
         format!("{:.2} s", s.limit_postgres_copy.seconds)
     });
-    row("  ClickHouse INSERT alone", &|s| {
+    table.row("  ClickHouse INSERT alone", |s| {
         format!("{:.2} s", s.limit_clickhouse_insert.seconds)
     });
-    row("pipeline (etlctl ingest --wait)", &|s| {
+    table.row("pipeline (etlctl ingest --wait)", |s| {
         format!(
             "{:.2} s {:.0}/s",
             s.pipeline.seconds, s.pipeline.rows_per_sec
         )
     });
-    row("RATIO pipeline / limit", &|s| format!("{:.2}", s.ratio));
-    row("worker peak RSS", &|s| {
+    table.row("RATIO pipeline / limit", |s| format!("{:.2}", s.ratio));
+    table.row("worker peak RSS", |s| {
         format!("{:.1} MiB", s.worker_peak_rss_mib)
     });
-    row("plan", &|s| format!("{:.2} s", s.plan_seconds));
-    row("chunk activities (sum)", &|s| {
+    table.row("plan", |s| format!("{:.2} s", s.plan_seconds));
+    table.row("chunk activities (sum)", |s| {
         format!("{:.2} s", s.chunk_activity_seconds)
     });
-    row("after the chunks", &|s| format!("{:.2} s", s.tail_seconds));
+    table.row("after the chunks", |s| format!("{:.2} s", s.tail_seconds));
     let services: std::collections::BTreeSet<&String> = scenarios
         .iter()
         .flat_map(|s| s.cpu_seconds.keys())
         .collect();
     for service in services {
-        row(&format!("CPU s: {service}"), &|s| {
+        table.row(&format!("CPU s: {service}"), |s| {
             format!("{:.2}", s.cpu_seconds.get(service).copied().unwrap_or(0.0))
         });
     }
+    table.row("CPU ms per 1k rows (all)", |s| {
+        format!("{:.1}", s.cpu_ms_per_1k_rows)
+    });
     for s in scenarios {
         println!("\nPostgres time per statement, {}:", s.name);
         for statement in &s.postgres_statements {

@@ -1,0 +1,255 @@
+//! `make bench-fleet`: a morning's fleet against one big job, on the same stack and workers.
+//!
+//! - one job:  one source's 200,000-row catalog (`--rows`), `etlctl ingest --wait`;
+//! - fleet:    12 sources dropping their files at once: 10 catalogs of `--rows / 10` rows and
+//!             2 hostile ones of the same size (a fifth of their rows invalid, many duplicate
+//!             skus, CRLF inside quoted fields, a byte-order mark), all started together.
+//!
+//! Both run on two workers. The figure is the fleet's rows per second over the one job's
+//! (target ≥ 0.85); every job must be exact: its counts equal the generator's and its
+//! reconciliation is ok. CPU seconds per service for each, from `/proc`.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use activities::{config::Config, s3::ObjectStore};
+use anyhow::{Context, ensure};
+use generator::{GeneratedStats, GeneratorConfig, write_catalog};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    Args, BENCH_DATABASE, Table, cpu_by_service, cpu_spent, fresh_clickhouse, fresh_postgres,
+    start_worker,
+};
+
+const FLEET_SOURCES: u64 = 12;
+const HOSTILE_SOURCES: u64 = 2;
+const WORKERS: usize = 2;
+
+#[derive(Serialize)]
+struct Run {
+    name: &'static str,
+    jobs: usize,
+    rows: u64,
+    seconds: f64,
+    rows_per_sec: f64,
+    cpu_seconds: BTreeMap<String, f64>,
+    cpu_ms_per_1k_rows: f64,
+}
+
+#[derive(Serialize)]
+struct FleetReport {
+    one_job: Run,
+    fleet: Run,
+    /// Fleet rows/s over one job's rows/s.
+    ratio: f64,
+}
+
+struct Object {
+    source: String,
+    uri: String,
+    stats: GeneratedStats,
+}
+
+pub async fn run(args: &Args, base: &Config) -> anyhow::Result<()> {
+    let work_dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
+    std::fs::create_dir_all(&work_dir)?;
+    let s3 = ObjectStore::new(base)?;
+    s3.ensure_bucket("catalog").await?;
+    let stamp = std::process::id();
+    let upload = |source: String, config: GeneratorConfig| {
+        let s3 = &s3;
+        let work_dir = &work_dir;
+        async move {
+            let file = work_dir.join(format!("fleet-{source}.csv"));
+            let stats = write_catalog(
+                &config,
+                std::io::BufWriter::new(std::fs::File::create(&file)?),
+            )?;
+            let key = format!("bench-fleet/{stamp}/{source}.csv");
+            s3.put_path("catalog", &key, &file).await?;
+            std::fs::remove_file(&file).ok();
+            anyhow::Ok(Object {
+                uri: format!("s3://catalog/{key}"),
+                source,
+                stats,
+            })
+        }
+    };
+    eprintln!(
+        "fleet: generating one {}-row catalog and {FLEET_SOURCES} smaller ones",
+        args.rows
+    );
+    let big = upload(
+        "fleet-one-job".to_owned(),
+        GeneratorConfig {
+            rows: args.rows,
+            seed: args.seed,
+            ..GeneratorConfig::default()
+        },
+    )
+    .await?;
+    let mut fleet = Vec::new();
+    for n in 0..FLEET_SOURCES {
+        let hostile = n >= FLEET_SOURCES - HOSTILE_SOURCES;
+        let config = GeneratorConfig {
+            rows: args.rows / 10,
+            seed: args.seed + 1 + n,
+            invalid_per_mille: if hostile { 200 } else { 20 },
+            duplicate_per_mille: if hostile { 100 } else { 0 },
+            crlf: hostile,
+            bom: hostile,
+            ..GeneratorConfig::default()
+        };
+        let kind = if hostile { "hostile" } else { "source" };
+        fleet.push(upload(format!("fleet-{kind}-{n:02}"), config).await?);
+    }
+
+    let database_url = fresh_postgres(base).await?;
+    fresh_clickhouse(base).await?;
+    let env = vec![
+        ("DATABASE_URL".to_owned(), database_url),
+        ("CLICKHOUSE_DATABASE".to_owned(), BENCH_DATABASE.to_owned()),
+        ("ETL_TASK_QUEUE".to_owned(), format!("bench-fleet-{stamp}")),
+        ("ETL_METRICS_ADDR".to_owned(), String::new()),
+    ];
+    let mut workers = Vec::new();
+    for n in 0..WORKERS {
+        let log_dir = work_dir.join(format!("fleet-worker-{n}"));
+        std::fs::create_dir_all(&log_dir)?;
+        workers.push(start_worker(&args.bin_dir, &env, &log_dir)?);
+    }
+    let one_job = ingest_all(args, &env, "one job", std::slice::from_ref(&big))?;
+    let fleet = ingest_all(args, &env, "fleet", &fleet)?;
+    for mut worker in workers {
+        worker.kill().ok();
+        worker.wait().ok();
+    }
+    let report = FleetReport {
+        ratio: fleet.rows_per_sec / one_job.rows_per_sec,
+        one_job,
+        fleet,
+    };
+    print_fleet(&report);
+    let out = work_dir.join("fleet.json");
+    std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
+    eprintln!("written to {}", out.display());
+    Ok(())
+}
+
+/// Starts an `etlctl ingest --wait` of every object at once and waits for all; checks each.
+fn ingest_all(
+    args: &Args,
+    env: &[(String, String)],
+    name: &'static str,
+    objects: &[Object],
+) -> anyhow::Result<Run> {
+    eprintln!("fleet: {name}: {} job(s) at once", objects.len());
+    let cpu_before = cpu_by_service();
+    let started = Instant::now();
+    let children = objects
+        .iter()
+        .map(|object| {
+            Command::new(args.bin_dir.join("etlctl"))
+                .args([
+                    "ingest",
+                    &object.uri,
+                    "--source",
+                    &object.source,
+                    "--wait",
+                    "--json",
+                ])
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .context("running etlctl")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = children
+        .into_iter()
+        .map(|child| child.wait_with_output().context("etlctl"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let elapsed = started.elapsed();
+    let cpu_after = cpu_by_service();
+    for (object, output) in objects.iter().zip(&outputs) {
+        let summary: Value = serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "{}: etlctl printed no JSON: {}",
+                object.source,
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+        let stats = &object.stats;
+        ensure!(
+            summary["status"] == "completed"
+                && summary["rows_total"] == stats.rows_total
+                && summary["rows_valid"] == stats.rows_valid
+                && summary["rows_invalid"] == stats.rows_invalid
+                && summary["items"] == stats.distinct_valid_skus
+                && summary["reconciliation"]["ok"] == true,
+            "{}: not exact: {summary}",
+            object.source
+        );
+    }
+    let rows: u64 = objects.iter().map(|o| o.stats.rows_total).sum();
+    Ok(run_figures(
+        name,
+        objects.len(),
+        rows,
+        elapsed,
+        &cpu_before,
+        &cpu_after,
+    ))
+}
+
+fn run_figures(
+    name: &'static str,
+    jobs: usize,
+    rows: u64,
+    elapsed: Duration,
+    cpu_before: &BTreeMap<String, f64>,
+    cpu_after: &BTreeMap<String, f64>,
+) -> Run {
+    let cpu_seconds = cpu_spent(cpu_before, cpu_after);
+    let cpu_total: f64 = cpu_seconds.values().sum();
+    Run {
+        name,
+        jobs,
+        rows,
+        seconds: elapsed.as_secs_f64(),
+        rows_per_sec: rows as f64 / elapsed.as_secs_f64(),
+        cpu_ms_per_1k_rows: cpu_total * 1e6 / rows as f64,
+        cpu_seconds,
+    }
+}
+
+fn print_fleet(report: &FleetReport) {
+    let columns = [&report.one_job, &report.fleet];
+    let table = Table {
+        columns: &columns,
+        width: 18,
+    };
+    println!();
+    table.row("", |r| r.name.to_owned());
+    table.row("jobs", |r| r.jobs.to_string());
+    table.row("rows", |r| r.rows.to_string());
+    table.row("wall", |r| format!("{:.2} s", r.seconds));
+    table.row("rows/s", |r| format!("{:.0}", r.rows_per_sec));
+    let services: std::collections::BTreeSet<&String> =
+        columns.iter().flat_map(|r| r.cpu_seconds.keys()).collect();
+    for service in services {
+        table.row(&format!("CPU s: {service}"), |r| {
+            format!("{:.2}", r.cpu_seconds.get(service).copied().unwrap_or(0.0))
+        });
+    }
+    table.row("CPU ms per 1k rows (all)", |r| {
+        format!("{:.1}", r.cpu_ms_per_1k_rows)
+    });
+    println!("RATIO fleet / one job (rows/s): {:.2}", report.ratio);
+}
