@@ -97,8 +97,8 @@ async fn a_history_the_workflows_would_not_write_fails_to_replay() {
         .find(|(name, _)| name == "ingest-child-completed-0.json")
         .expect("a recorded ingest");
     let text = String::from_utf8(json).unwrap();
-    let tampered = text.replacen("EtlActivities::aggregate", "EtlActivities::tampered", 1);
-    assert_ne!(tampered, text, "{name} schedules the aggregate activity");
+    let tampered = text.replacen("EtlActivities::settle", "EtlActivities::tampered", 1);
+    assert_ne!(tampered, text, "{name} schedules the settle activity");
     let history = WorkflowHistory::from_json(tampered.as_bytes()).unwrap();
     let replayed = replayer().replay_workflow(history).await;
     let error = replayed
