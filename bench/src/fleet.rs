@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::{
     Args, BENCH_DATABASE, Table, cpu_by_service, cpu_spent, fresh_clickhouse, fresh_postgres,
-    start_worker,
+    idle_cpu_per_second, start_worker,
 };
 
 const FLEET_SOURCES: u64 = 12;
@@ -40,6 +40,8 @@ struct Run {
     rows_per_sec: f64,
     cpu_seconds: BTreeMap<String, f64>,
     cpu_ms_per_1k_rows: f64,
+    /// Less what the services spend idle over the same wall time.
+    cpu_ms_per_1k_rows_above_idle: f64,
 }
 
 #[derive(Serialize)]
@@ -150,6 +152,7 @@ fn ingest_all(
     objects: &[Object],
 ) -> anyhow::Result<Run> {
     eprintln!("fleet: {name}: {} job(s) at once", objects.len());
+    let idle = idle_cpu_per_second();
     let cpu_before = cpu_by_service();
     let started = Instant::now();
     let children = objects
@@ -203,8 +206,8 @@ fn ingest_all(
         objects.len(),
         rows,
         elapsed,
-        &cpu_before,
-        &cpu_after,
+        &idle,
+        (&cpu_before, &cpu_after),
     ))
 }
 
@@ -213,11 +216,12 @@ fn run_figures(
     jobs: usize,
     rows: u64,
     elapsed: Duration,
-    cpu_before: &BTreeMap<String, f64>,
-    cpu_after: &BTreeMap<String, f64>,
+    idle: &BTreeMap<String, f64>,
+    (cpu_before, cpu_after): (&BTreeMap<String, f64>, &BTreeMap<String, f64>),
 ) -> Run {
     let cpu_seconds = cpu_spent(cpu_before, cpu_after);
     let cpu_total: f64 = cpu_seconds.values().sum();
+    let idle_total: f64 = idle.values().sum::<f64>() * elapsed.as_secs_f64();
     Run {
         name,
         jobs,
@@ -225,6 +229,7 @@ fn run_figures(
         seconds: elapsed.as_secs_f64(),
         rows_per_sec: rows as f64 / elapsed.as_secs_f64(),
         cpu_ms_per_1k_rows: cpu_total * 1e6 / rows as f64,
+        cpu_ms_per_1k_rows_above_idle: (cpu_total - idle_total).max(0.0) * 1e6 / rows as f64,
         cpu_seconds,
     }
 }
@@ -250,6 +255,9 @@ fn print_fleet(report: &FleetReport) {
     }
     table.row("CPU ms per 1k rows (all)", |r| {
         format!("{:.1}", r.cpu_ms_per_1k_rows)
+    });
+    table.row("CPU ms per 1k rows above idle", |r| {
+        format!("{:.1}", r.cpu_ms_per_1k_rows_above_idle)
     });
     println!("RATIO fleet / one job (rows/s): {:.2}", report.ratio);
 }

@@ -127,6 +127,12 @@ struct Scenario {
     cpu_seconds: BTreeMap<String, f64>,
     /// All services' CPU during the pipeline, in milliseconds per 1,000 rows.
     cpu_ms_per_1k_rows: f64,
+    /// What the services spend idle (measured just before), per second: Temporal's dev server
+    /// and ClickHouse keep a core busy some of the time with no job at all.
+    idle_cpu_per_second: BTreeMap<String, f64>,
+    /// `cpu_ms_per_1k_rows` less the idle spending over the pipeline's wall time: what the
+    /// job itself cost.
+    cpu_ms_per_1k_rows_above_idle: f64,
     /// Postgres time per statement during the pipeline (summed over sessions), largest first.
     postgres_statements: Vec<Statement>,
 }
@@ -262,6 +268,7 @@ async fn measure(
         ingest.extend(["--parallel".to_owned(), parallel.to_string()]);
     }
     let log_start = std::fs::metadata(&args.postgres_log).map(|m| m.len()).ok();
+    let idle = idle_cpu_per_second();
     let cpu_before = cpu_by_service();
     let started = Instant::now();
     let output = Command::new(args.bin_dir.join("etlctl"))
@@ -295,6 +302,9 @@ async fn measure(
     let timing = chunk_timing(database_url, &job_id).await?;
     let cpu_seconds = cpu_spent(&cpu_before, &cpu_after);
     let cpu_ms_per_1k_rows = cpu_seconds.values().sum::<f64>() * 1e6 / stats.rows_total as f64;
+    let idle_seconds: f64 = idle.values().sum::<f64>() * pipeline_elapsed.as_secs_f64();
+    let cpu_ms_per_1k_rows_above_idle =
+        (cpu_seconds.values().sum::<f64>() - idle_seconds).max(0.0) * 1e6 / stats.rows_total as f64;
     let postgres_statements = match log_start {
         Some(start) => statement_times(&args.postgres_log, start)?,
         None => Vec::new(),
@@ -324,6 +334,8 @@ async fn measure(
             .max(0.0),
         cpu_seconds,
         cpu_ms_per_1k_rows,
+        idle_cpu_per_second: idle,
+        cpu_ms_per_1k_rows_above_idle,
         postgres_statements,
     })
 }
@@ -485,6 +497,17 @@ fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmHWM in /proc status")
+}
+
+/// CPU seconds per second each service spends with no job running, over a quiet spell.
+fn idle_cpu_per_second() -> BTreeMap<String, f64> {
+    const QUIET: Duration = Duration::from_secs(5);
+    let before = cpu_by_service();
+    std::thread::sleep(QUIET);
+    cpu_spent(&before, &cpu_by_service())
+        .into_iter()
+        .map(|(service, seconds)| (service, seconds / QUIET.as_secs_f64()))
+        .collect()
 }
 
 /// CPU seconds each service spent between two [`cpu_by_service`] readings.
@@ -693,6 +716,21 @@ fn print_report(scenarios: &[Scenario]) {
     }
     table.row("CPU ms per 1k rows (all)", |s| {
         format!("{:.1}", s.cpu_ms_per_1k_rows)
+    });
+    let idle_services: std::collections::BTreeSet<&String> = scenarios
+        .iter()
+        .flat_map(|s| s.idle_cpu_per_second.keys())
+        .collect();
+    for service in idle_services {
+        table.row(&format!("  idle CPU s per s: {service}"), |s| {
+            format!(
+                "{:.3}",
+                s.idle_cpu_per_second.get(service).copied().unwrap_or(0.0)
+            )
+        });
+    }
+    table.row("CPU ms per 1k rows above idle", |s| {
+        format!("{:.1}", s.cpu_ms_per_1k_rows_above_idle)
     });
     for s in scenarios {
         println!("\nPostgres time per statement, {}:", s.name);
