@@ -293,6 +293,44 @@ async fn a_broken_clickhouse_fails_the_job_and_the_next_job_copies_what_it_lacks
     assert_eq!(verified.code, 0, "{}{}", verified.stdout, verified.stderr);
 }
 
+/// Case 4: planning scans the whole object from S3 before it stores the plan; no Postgres
+/// transaction may stay open across that scan (past `idle_in_transaction_session_timeout` the
+/// session dies and planning starts again from byte 0). Held after the scan, with the plan not
+/// stored yet, the worker has no session of the job's database in a transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn planning_holds_no_transaction_across_the_s3_scan() {
+    let mut env = TestEnv::new("plan_no_tx").await;
+    env.start_worker_pausing_at("plan");
+    put_catalog(&env, "p/1.csv", 2000, 83).await;
+    // A held plan sends no heartbeat: a short timeout retries it soon after the release.
+    let (job, _) = started_job(&env.ingest(
+        "p/1.csv",
+        &["--chunk-bytes", "4096", "--heartbeat-timeout", "5"],
+    ));
+    env.wait_for_log("paused at plan", Duration::from_secs(60))
+        .await;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&env.pg)
+        .await
+        .unwrap();
+    let in_transaction: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT pid, coalesce(query, '') FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()
+           AND (state LIKE 'idle in transaction%' OR xact_start IS NOT NULL)",
+    )
+    .bind(&database)
+    .fetch_all(&env.pg)
+    .await
+    .unwrap();
+    assert!(
+        in_transaction.is_empty(),
+        "sessions in a transaction while the plan waits after its scan: {in_transaction:?}"
+    );
+    env.release_pause();
+    let done = wait_until_final(&env, &job).await;
+    assert_eq!(done["status"], "completed", "{done}");
+}
+
 /// Case 3: ClickHouse stops answering one worker (a stalled connection) while it copies a
 /// committed chunk. No Postgres transaction or lock is held meanwhile: a newer job of the same
 /// source registers its snapshot and commits all its chunks, and the stalled chunk's retry on a
