@@ -407,6 +407,18 @@ write_clickhouse_conf() {
   <tcp_port>$CH_TCP_PORT</tcp_port>
   <listen_host>$HOST</listen_host>
   <users_config>users.xml</users_config>
+  <!-- What each query and each part (insert, merge) cost, to profile a run: system.query_log and
+       system.part_log, kept for three days. -->
+  <query_log>
+    <database>system</database><table>query_log</table>
+    <ttl>event_date + INTERVAL 3 DAY</ttl>
+    <flush_interval_milliseconds>2000</flush_interval_milliseconds>
+  </query_log>
+  <part_log>
+    <database>system</database><table>part_log</table>
+    <ttl>event_date + INTERVAL 3 DAY</ttl>
+    <flush_interval_milliseconds>2000</flush_interval_milliseconds>
+  </part_log>
 </clickhouse>
 EOF
   install_if_changed "$run/config.xml.tmp" "$run/config.xml"

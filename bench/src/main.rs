@@ -135,6 +135,9 @@ struct Scenario {
     cpu_ms_per_1k_rows_above_idle: f64,
     /// Postgres time per statement during the pipeline (summed over sessions), largest first.
     postgres_statements: Vec<Statement>,
+    /// ClickHouse CPU per query and per kind of part (inserted, merged) during the pipeline,
+    /// from the server's `system.query_log` and `system.part_log`; empty where they are off.
+    clickhouse_cpu: Vec<Statement>,
 }
 
 #[derive(Serialize)]
@@ -269,6 +272,7 @@ async fn measure(
     }
     let log_start = std::fs::metadata(&args.postgres_log).map(|m| m.len()).ok();
     let idle = idle_cpu_per_second();
+    let clickhouse_since = clickhouse_clock(ch).await?;
     let cpu_before = cpu_by_service();
     let started = Instant::now();
     let output = Command::new(args.bin_dir.join("etlctl"))
@@ -309,6 +313,7 @@ async fn measure(
         Some(start) => statement_times(&args.postgres_log, start)?,
         None => Vec::new(),
     };
+    let clickhouse_cpu = clickhouse_cpu(ch, clickhouse_since).await?;
     let limit = Throughput::new(limit_elapsed, stats.rows_total, stats.bytes);
     let pipeline = Throughput::new(pipeline_elapsed, stats.rows_total, stats.bytes);
     Ok(Scenario {
@@ -337,6 +342,7 @@ async fn measure(
         idle_cpu_per_second: idle,
         cpu_ms_per_1k_rows_above_idle,
         postgres_statements,
+        clickhouse_cpu,
     })
 }
 
@@ -636,6 +642,60 @@ fn statement_times(log: &Path, start: u64) -> anyhow::Result<Vec<Statement>> {
     Ok(statements)
 }
 
+/// The ClickHouse server's clock, in microseconds: its logs are filtered by it.
+async fn clickhouse_clock(ch: &clickhouse::Client) -> anyhow::Result<i64> {
+    Ok(ch
+        .query("SELECT toUnixTimestamp64Micro(now64(6))")
+        .fetch_one::<i64>()
+        .await?)
+}
+
+/// ClickHouse's CPU (user + system) since `since` in the bench database: per query (squeezed
+/// to its first 60 characters) and per part event (inserts write parts, background merges
+/// rewrite them), largest first. Empty when the server keeps no query log.
+async fn clickhouse_cpu(ch: &clickhouse::Client, since: i64) -> anyhow::Result<Vec<Statement>> {
+    let logs: Vec<String> = ch
+        .query(
+            "SELECT name FROM system.tables WHERE database = 'system'
+               AND name IN ('query_log', 'part_log')",
+        )
+        .fetch_all()
+        .await?;
+    if logs.len() < 2 {
+        return Ok(Vec::new());
+    }
+    ch.query("SYSTEM FLUSH LOGS").execute().await?;
+    let cpu =
+        "(ProfileEvents['UserTimeMicroseconds'] + ProfileEvents['SystemTimeMicroseconds']) / 1e6";
+    let rows: Vec<(String, u64, f64)> = ch
+        .query(&format!(
+            "SELECT q, count(), sum(cpu) FROM (
+                 SELECT substring(replaceRegexpAll(normalizeQuery(query), '\\s+', ' '), 1, 60)
+                            AS q, {cpu} AS cpu
+                 FROM system.query_log
+                 WHERE type = 'QueryFinish' AND current_database = currentDatabase()
+                   AND query_start_time_microseconds >= fromUnixTimestamp64Micro(?)
+                 UNION ALL
+                 SELECT concat('part: ', toString(event_type), ' ', table), {cpu}
+                 FROM system.part_log
+                 WHERE database = currentDatabase() AND event_type IN ('NewPart', 'MergeParts')
+                   AND event_time_microseconds >= fromUnixTimestamp64Micro(?))
+             GROUP BY q ORDER BY sum(cpu) DESC LIMIT 10"
+        ))
+        .bind(since)
+        .bind(since)
+        .fetch_all()
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(statement, calls, seconds)| Statement {
+            statement,
+            calls,
+            seconds,
+        })
+        .collect())
+}
+
 struct ChunkTiming {
     chunks: u64,
     plan_seconds: f64,
@@ -735,6 +795,15 @@ fn print_report(scenarios: &[Scenario]) {
     for s in scenarios {
         println!("\nPostgres time per statement, {}:", s.name);
         for statement in &s.postgres_statements {
+            println!(
+                "  {:>8.2} s {:>6} calls  {}",
+                statement.seconds, statement.calls, statement.statement
+            );
+        }
+    }
+    for s in scenarios.iter().filter(|s| !s.clickhouse_cpu.is_empty()) {
+        println!("\nClickHouse CPU per query and per part event, {}:", s.name);
+        for statement in &s.clickhouse_cpu {
             println!(
                 "  {:>8.2} s {:>6} calls  {}",
                 statement.seconds, statement.calls, statement.statement
