@@ -12,13 +12,22 @@ use activities::{
     },
 };
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{WorkflowContext, WorkflowResult};
+use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
 
 use crate::{failed_for_good, short_activity};
 
 /// A batch that cannot be deleted within this time (Postgres down for longer) fails the run;
 /// the next scheduled run starts over.
 const BATCH_WITHIN: Duration = Duration::from_secs(3600);
+
+/// Every batch, of invalid rows or of ledgers, retries like a short activity until
+/// [`BATCH_WITHIN`].
+fn batch_options() -> ActivityOptions {
+    short_activity(
+        Duration::from_secs(DEFAULT_RETRY_MAX_INTERVAL_SECS),
+        Some(BATCH_WITHIN),
+    )
+}
 
 #[workflow]
 #[derive(Default)]
@@ -57,10 +66,7 @@ impl Retention {
                 .execute_activity(
                     EtlActivities::delete_expired_invalid_rows,
                     batch,
-                    short_activity(
-                        Duration::from_secs(DEFAULT_RETRY_MAX_INTERVAL_SECS),
-                        Some(BATCH_WITHIN),
-                    ),
+                    batch_options(),
                 )
                 .await
                 .map_err(|err| failed_for_good(&err))?;
@@ -84,14 +90,7 @@ impl Retention {
                     jobs: LEDGER_JOBS_PER_BATCH,
                 };
                 let result = ctx
-                    .execute_activity(
-                        EtlActivities::prune_chunk_ledgers,
-                        batch,
-                        short_activity(
-                            Duration::from_secs(DEFAULT_RETRY_MAX_INTERVAL_SECS),
-                            Some(BATCH_WITHIN),
-                        ),
-                    )
+                    .execute_activity(EtlActivities::prune_chunk_ledgers, batch, batch_options())
                     .await
                     .map_err(|err| failed_for_good(&err))?;
                 cutoff = Some(result.cutoff);
