@@ -722,20 +722,13 @@ impl ScenarioRun {
                 .ch
                 .query(&query)
                 .bind(&self.source)
-                .fetch_all::<ChObservation>()
+                .fetch_all::<ObservationFields>()
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|o| ObservationFields {
-                    object_version: o.object_version,
-                    observed_at: o.observed_at,
-                    row_number: o.row_number,
-                    sku: o.sku,
-                    object_key: o.object_key,
-                    price: o.price.map(|p| six_decimals(p.parse().unwrap())),
-                    currency: o.currency,
-                    availability: o.availability,
-                    in_stock: o.in_stock,
+                .map(|mut o| {
+                    o.price = o.price.map(|p| six_decimals(p.parse().unwrap()));
+                    o
                 })
                 .collect();
             found.sort();
@@ -850,21 +843,10 @@ struct ChItem {
     is_deleted: u8,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// One observation, as the model expects it and as ClickHouse returns it (its price as text,
+/// normalised to six decimals on both sides).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, clickhouse::Row, Deserialize)]
 struct ObservationFields {
-    object_version: String,
-    observed_at: i64,
-    row_number: u64,
-    sku: String,
-    object_key: String,
-    price: Option<String>,
-    currency: String,
-    availability: String,
-    in_stock: u8,
-}
-
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct ChObservation {
     object_version: String,
     observed_at: i64,
     row_number: u64,
