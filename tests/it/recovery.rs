@@ -35,6 +35,26 @@ fn started_job(out: &crate::harness::CtlOutput) -> (String, String) {
     )
 }
 
+/// Starts a `CatalogIngest` run with the Temporal CLI, as a schedule or another tool may, on
+/// the test's task queue (`extra`: more `temporal workflow start` flags).
+fn start_ingest_by_hand(env: &TestEnv, workflow_id: &str, input: &IngestInput, extra: &[&str]) {
+    let queue = env.setting("ETL_TASK_QUEUE").unwrap();
+    let input = serde_json::to_string(input).unwrap();
+    let mut args = vec![
+        "start",
+        "--type",
+        "CatalogIngest",
+        "--task-queue",
+        &queue,
+        "--workflow-id",
+        workflow_id,
+        "--input",
+        &input,
+    ];
+    args.extend_from_slice(extra);
+    env.temporal_workflow(&args);
+}
+
 fn shown(env: &TestEnv, job_id: &str) -> Value {
     env.etlctl(&["jobs", "show", job_id, "--json"]).json()
 }
@@ -164,20 +184,7 @@ async fn deleted_and_timed_out_workflows_are_closed_and_a_reset_one_finishes_its
         },
         resume: None,
     };
-    let queue = env.setting("ETL_TASK_QUEUE").unwrap();
-    env.temporal_workflow(&[
-        "start",
-        "--type",
-        "CatalogIngest",
-        "--task-queue",
-        &queue,
-        "--workflow-id",
-        &workflow_id,
-        "--execution-timeout",
-        "4s",
-        "--input",
-        &serde_json::to_string(&input).unwrap(),
-    ]);
+    start_ingest_by_hand(&env, &workflow_id, &input, &["--execution-timeout", "4s"]);
     let timed_out = input.request.job_id.clone();
     env.wait_for(
         "the timed-out workflow's job row",
@@ -447,18 +454,7 @@ async fn the_web_ui_outcome_is_the_job_status_when_a_failed_job_runs_again() {
         },
         resume: None,
     };
-    let queue = env.setting("ETL_TASK_QUEUE").unwrap();
-    env.temporal_workflow(&[
-        "start",
-        "--type",
-        "CatalogIngest",
-        "--task-queue",
-        &queue,
-        "--workflow-id",
-        workflow,
-        "--input",
-        &serde_json::to_string(&input).unwrap(),
-    ]);
+    start_ingest_by_hand(&env, workflow, &input, &[]);
     let runs = crate::observability::listed(
         &env,
         &format!("CatalogJobId = \"{job}\" AND CatalogOutcome = \"failed\""),
