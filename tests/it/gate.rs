@@ -3,7 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -25,17 +25,8 @@ pub async fn etlctl_releasing(
     args: &[&str],
     order: CommitOrder,
 ) -> Value {
-    let parallel = args
-        .iter()
-        .position(|a| *a == "--parallel")
-        .and_then(|at| args.get(at + 1)?.parse().ok())
-        .unwrap_or(activities::model::DEFAULT_MAX_PARALLEL_CHUNKS);
-    let mut child = env
-        .etlctl_command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("etlctl");
+    let parallel = parallel_arg(args).unwrap_or(activities::model::DEFAULT_MAX_PARALLEL_CHUNKS);
+    let mut child = spawn_etlctl(env, args);
     let mut gate = Gate::new(dir, order, parallel);
     let deadline = Instant::now() + COMMIT_TIMEOUT;
     loop {
@@ -48,6 +39,27 @@ pub async fn etlctl_releasing(
         assert!(Instant::now() < deadline, "etlctl {args:?} never ended");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    printed(child)
+}
+
+/// The value of `--parallel` in an `etlctl` argument list.
+pub fn parallel_arg(args: &[&str]) -> Option<u32> {
+    args.iter()
+        .position(|a| *a == "--parallel")
+        .and_then(|at| args.get(at + 1)?.parse().ok())
+}
+
+/// `etlctl args` in the background, its output captured for [`printed`].
+pub fn spawn_etlctl(env: &TestEnv, args: &[&str]) -> Child {
+    env.etlctl_command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etlctl")
+}
+
+/// The JSON an `etlctl` run printed, or `{"refused": <its message>}` when it printed none.
+pub fn printed(child: Child) -> Value {
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.trim())

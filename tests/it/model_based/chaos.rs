@@ -11,7 +11,7 @@
 //! Sources run at once only without outages: a stopped service would fail the other scenarios'
 //! own checks (the test reads both stores), not the pipeline.
 
-use std::{fmt, process::Stdio};
+use std::fmt;
 
 use super::*;
 use crate::ingest::wait_until_ended;
@@ -138,20 +138,10 @@ impl ScenarioRun {
         fault: Fault,
         label: &str,
     ) -> Faulted {
-        let parallel = args
-            .iter()
-            .position(|a| a == "--parallel")
-            .and_then(|at| args.get(at + 1)?.parse().ok())
-            .expect("--parallel");
-        let before_fault = self.chaos.as_mut().unwrap().chunks_before_fault();
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut child = self
-            .env
-            .etlctl_command(&argv)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("etlctl");
+        let parallel = crate::gate::parallel_arg(&argv).expect("--parallel");
+        let before_fault = self.chaos.as_mut().unwrap().chunks_before_fault();
+        let mut child = crate::gate::spawn_etlctl(&self.env, &argv);
         let mut gate = Gate::new(&self.gate, order, parallel);
         let deadline = Instant::now() + 2 * JOB_TIMEOUT;
         let mut pending = Some(fault);
@@ -183,7 +173,7 @@ impl ScenarioRun {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Faulted::ByItself(printed(child))
+        Faulted::ByItself(crate::gate::printed(child))
     }
 
     /// Injects `fault` into `job`. `None` when the job goes on by itself.
@@ -305,14 +295,6 @@ impl ScenarioRun {
             .await
             .unwrap();
     }
-}
-
-/// The JSON an `etlctl` run printed, or `{"refused": <its message>}`.
-fn printed(child: std::process::Child) -> Value {
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|_| serde_json::json!({"refused": String::from_utf8_lossy(&output.stderr)}))
 }
 
 /// Runs `seeds` at once, one source each, with faults (outages only when there is one seed);
