@@ -793,21 +793,25 @@ fn print_report(scenarios: &[Scenario]) {
         format!("{:.1}", s.cpu_ms_per_1k_rows_above_idle)
     });
     for s in scenarios {
-        println!("\nPostgres time per statement, {}:", s.name);
-        for statement in &s.postgres_statements {
-            println!(
-                "  {:>8.2} s {:>6} calls  {}",
-                statement.seconds, statement.calls, statement.statement
-            );
-        }
+        print_statements(
+            &format!("Postgres time per statement, {}", s.name),
+            &s.postgres_statements,
+        );
     }
     for s in scenarios.iter().filter(|s| !s.clickhouse_cpu.is_empty()) {
-        println!("\nClickHouse CPU per query and per part event, {}:", s.name);
-        for statement in &s.clickhouse_cpu {
-            println!(
-                "  {:>8.2} s {:>6} calls  {}",
-                statement.seconds, statement.calls, statement.statement
-            );
-        }
+        print_statements(
+            &format!("ClickHouse CPU per query and per part event, {}", s.name),
+            &s.clickhouse_cpu,
+        );
+    }
+}
+
+fn print_statements(title: &str, statements: &[Statement]) {
+    println!("\n{title}:");
+    for statement in statements {
+        println!(
+            "  {:>8.2} s {:>6} calls  {}",
+            statement.seconds, statement.calls, statement.statement
+        );
     }
 }
