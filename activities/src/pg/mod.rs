@@ -38,6 +38,11 @@ const IDLE_IN_TRANSACTION_TIMEOUT_MS: &str = "600000";
 /// hundred thousand keys: enough memory keeps them out of temporary files.
 const WORK_MEM: &str = "32MB";
 
+/// The worker's statements are short and repeated per chunk: compiling one with JIT (when its
+/// estimated cost passes `jit_above_cost`, as the unchanged-item lookup's does) took 8 ms of
+/// its 31 ms, every time.
+const JIT: &str = "off";
+
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
@@ -79,6 +84,7 @@ impl PgStore {
                     IDLE_IN_TRANSACTION_TIMEOUT_MS,
                 ),
                 ("work_mem", WORK_MEM),
+                ("jit", JIT),
             ]);
         let pool = PgPoolOptions::new()
             .max_connections((config.max_concurrent_activities as u32 + 2).max(4))
