@@ -82,7 +82,9 @@ async fn heartbeating<T>(ctx: &ActivityContext, work: impl Future<Output = T>) -
         .clamp(Duration::from_millis(200), Duration::from_secs(10));
     let frozen = Arc::new(AtomicBool::new(false));
     let mut work = std::pin::pin!(pause::freezable(frozen.clone(), work));
-    let mut ticker = tokio::time::interval(every);
+    // The first beat is due one period in: Temporal times the heartbeat from the activity's
+    // start, and a beat at once cost the server an RPC for every chunk (most end sooner).
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             out = &mut work => return out,
