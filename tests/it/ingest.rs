@@ -497,10 +497,11 @@ async fn long_jobs_continue_as_new_and_keep_exact_counts() {
 async fn text_fields_round_trip_exactly() {
     let mut env = TestEnv::new("roundtrip").await;
     env.start_worker();
-    let csv = "sku,name,description,image_urls,product_url,price,weight,weight_unit,Color Name\n\
+    let csv = "sku,name,description,image_urls,product_url,price,weight,weight_unit,Color Name,\
+               Ma\\terial\n\
                T-1,\"Tab\there \\\\ back\\\\slash\",\"line1\r\nline2 \\N \"\"quoted\"\" 日本語 🎉\",\
                \"https://cdn.example/a,b.jpg|https://cdn.example/c%22d.jpg\",https://shop.example/t?x=1&y=2,\
-               \"$1,299.50\",12,oz,\"Red \"\"Deep\"\"\"\n";
+               \"$1,299.50\",12,oz,\"Red \"\"Deep\"\"\",\"wool\\\tblend\\N\"\n";
     env.put("cotopaxi/roundtrip.csv", csv).await;
     let out = env.ingest("cotopaxi/roundtrip.csv", &["--wait"]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
@@ -532,7 +533,7 @@ async fn text_fields_round_trip_exactly() {
     assert_eq!(weight.to_string(), "340.194278", "12 oz, to the microgram");
     assert_eq!(
         attributes,
-        serde_json::json!({"Color Name": "Red \"Deep\""})
+        serde_json::json!({"Color Name": "Red \"Deep\"", "Ma\\terial": "wool\\\tblend\\N"})
     );
     let ch_name: String = env
         .ch
