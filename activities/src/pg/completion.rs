@@ -384,6 +384,10 @@ async fn delist(
             refused: Some((would, listed)),
         });
     }
+    // The candidates as one array: the primary key is probed for each of them, whatever the
+    // statistics say. Joined to the temporary table (which has none), the planner hashed every
+    // item of the source to update the few it delists (0.45 s for 1,900 of 194,000 items,
+    // against 0.13 s).
     let delisted: i64 = sqlx::query_scalar(
         "WITH delisted AS (
              UPDATE catalog_items AS u SET delisted_at = now(), delisted_by_job_id = $2,
@@ -394,8 +398,8 @@ async fn delist(
                         u.description, u.price, u.currency, u.weight_grams, u.availability,
                         u.product_url, u.image_urls, u.attributes, true, $3, $4, $5, 0),
                     updated_at = now()
-             FROM delist_candidates d
-             WHERE u.source = $1 AND u.sku = d.candidate
+             WHERE u.source = $1
+               AND u.sku = ANY(ARRAY(SELECT candidate FROM delist_candidates))
              RETURNING u.source, u.sku, u.price, u.currency),
          recorded AS (
              INSERT INTO catalog_delistings (job_id, source, sku, price, currency)
