@@ -37,17 +37,22 @@ pub struct ParsedChunk {
 }
 
 impl ParsedChunk {
-    /// The last valid row of each sku: what the chunk contributes to the current catalog.
+    /// The last valid row of each sku, sorted by sku: what the chunk contributes to the current
+    /// catalog. Sorted, because that is one lock order for every transaction that upserts these
+    /// skus (fewer deadlocks between chunks that share skus) and lets the copy find a sku's row
+    /// by binary search.
     pub fn latest_per_sku(&self) -> Vec<&ValidRow> {
-        let mut latest: HashMap<&str, &ValidRow> = HashMap::with_capacity(self.valid.len());
-        for row in &self.valid {
-            latest.insert(row.item.sku.as_str(), row);
-        }
-        let mut rows: Vec<&ValidRow> = latest.into_values().collect();
-        // One lock order for every transaction that upserts these skus: fewer deadlocks
-        // between chunks that share skus.
+        let mut rows: Vec<&ValidRow> = self.valid.iter().collect();
+        // Stable: the rows of a sku stay in row order, so the last of each run is its latest.
         rows.sort_by(|a, b| a.item.sku.cmp(&b.item.sku));
-        rows
+        let mut latest: Vec<&ValidRow> = Vec::with_capacity(rows.len());
+        for row in rows {
+            match latest.last_mut() {
+                Some(last) if last.item.sku == row.item.sku => *last = row,
+                _ => latest.push(row),
+            }
+        }
+        latest
     }
 
     /// The skus of the chunk's valid rows that the object mentions more than once: twice in
@@ -68,7 +73,7 @@ impl ParsedChunk {
             .map(|row| row.item.sku.as_str())
             .filter(|sku| {
                 seen.get(sku).is_some_and(|&n| n > 1)
-                    || shared.binary_search(&mention_hash(sku)).is_ok()
+                    || (!shared.is_empty() && shared.binary_search(&mention_hash(sku)).is_ok())
             })
             .collect()
     }
@@ -162,6 +167,34 @@ mod tests {
         assert_eq!(latest.len(), 1);
         assert_eq!(latest[0].row_number, 43, "the later row of a sku wins");
         assert_eq!(latest[0].item.name, "Alpha 2");
+    }
+
+    #[test]
+    fn latest_per_sku_is_sorted_by_sku_and_keeps_each_skus_last_valid_row() {
+        let chunk = b"C3,c1,https://shop.example/c,1\n\
+                      A1,a1,https://shop.example/a,1\n\
+                      C3,c2,https://shop.example/c,2\n\
+                      B2,b1,https://shop.example/b,1\n\
+                      A1,a2,https://shop.example/a,2\n\
+                      C3,bad,ftp://x.example/c,3\n\
+                      A1,a3,https://shop.example/a,3\n";
+        let parsed = parse_chunk(&header(), chunk, 1);
+        let latest: Vec<(&str, &str, u64)> = parsed
+            .latest_per_sku()
+            .iter()
+            .map(|row| {
+                (
+                    row.item.sku.as_str(),
+                    row.item.name.as_str(),
+                    row.row_number,
+                )
+            })
+            .collect();
+        assert_eq!(
+            latest,
+            [("A1", "a3", 7), ("B2", "b1", 4), ("C3", "c2", 3)],
+            "an invalid later row of C3 does not replace its last valid one"
+        );
     }
 
     #[test]

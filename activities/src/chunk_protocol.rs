@@ -55,10 +55,7 @@
 //! - Every revision of a catalog row in Postgres reaches ClickHouse with that revision, so
 //!   ClickHouse's latest row per item is Postgres' row, whatever order copies land in.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::{
     ch::{ChStore, Observed, WrittenRow},
@@ -132,12 +129,13 @@ impl ChunkStores<'_> {
                 return Ok(outcome);
             }
         };
+        let latest = parsed.latest_per_sku();
         let written = if work.dry_run {
             Vec::new()
         } else {
             let repeated = parsed.mentioned_more_than_once(&work.shared_hashes);
             commit
-                .write_catalog(&work.source, &work.version, &parsed, &repeated)
+                .write_catalog(&work.source, &work.version, &latest, &repeated)
                 .await?
         };
         commit.record_invalid(&parsed).await?;
@@ -150,7 +148,7 @@ impl ChunkStores<'_> {
         };
         let nothing_to_copy = work.dry_run || (parsed.valid.is_empty() && written.is_empty());
         commit
-            .commit(&outcome, &parsed, &written, nothing_to_copy)
+            .commit(&outcome, &parsed, &latest, &written, nothing_to_copy)
             .await?;
         let postgres = postgres_started.elapsed();
         self.metrics.chunk_committed(
@@ -176,7 +174,15 @@ impl ChunkStores<'_> {
                 return Ok(outcome);
             }
             let copying = Instant::now();
-            self.copy(&work, &parsed, Written::Parsed(&written)).await?;
+            self.copy(
+                &work,
+                &parsed,
+                Written::Parsed {
+                    latest: &latest,
+                    written: &written,
+                },
+            )
+            .await?;
             clickhouse = copying.elapsed();
             self.metrics.chunk_phase(Phase::ClickHouse, clickhouse);
         }
@@ -288,17 +294,15 @@ impl ChunkStores<'_> {
             )
             .await?;
         match written {
-            Written::Parsed(written) => {
-                let latest: HashMap<&str, &ValidRow> = parsed
-                    .latest_per_sku()
-                    .into_iter()
-                    .map(|row| (row.item.sku.as_str(), row))
-                    .collect();
+            Written::Parsed { latest, written } => {
                 let rows: Vec<WrittenRow<'_>> = written
                     .iter()
                     .filter_map(|w| {
-                        latest.get(w.sku.as_str()).map(|row| WrittenRow {
-                            row,
+                        let at = latest
+                            .binary_search_by(|row| row.item.sku.as_str().cmp(&w.sku))
+                            .ok()?;
+                        Some(WrittenRow {
+                            row: latest[at],
                             revision: w.revision,
                             digest: &w.digest,
                         })
@@ -332,8 +336,12 @@ impl ChunkStores<'_> {
 
 /// Where the copy finds the catalog rows a commit wrote.
 enum Written<'a> {
-    /// This attempt's commit: the parsed items and the revisions Postgres returned.
-    Parsed(&'a [WrittenItem]),
+    /// This attempt's commit: the chunk's latest row per sku (sorted by sku) and the revisions
+    /// Postgres returned.
+    Parsed {
+        latest: &'a [&'a ValidRow],
+        written: &'a [WrittenItem],
+    },
     /// An earlier attempt's commit: Postgres' rows as they are now.
     InPostgres,
 }

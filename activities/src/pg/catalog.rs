@@ -206,7 +206,7 @@ pub(super) struct Upsert<'a> {
 pub(super) async fn upsert_items(
     tx: &mut Transaction<'_, Postgres>,
     upsert: Upsert<'_>,
-    parsed: &ParsedChunk,
+    latest: &[&ValidRow],
 ) -> Result<Vec<WrittenItem>, EtlError> {
     let Upsert {
         mode,
@@ -218,10 +218,9 @@ pub(super) async fn upsert_items(
     if mode == CatalogWrite::Nothing {
         return Ok(Vec::new());
     }
-    let mut latest: Vec<(&ValidRow, [u8; 16])> = parsed
-        .latest_per_sku()
-        .into_iter()
-        .map(|row| (row, content_hash(&row.item)))
+    let mut latest: Vec<(&ValidRow, [u8; 16])> = latest
+        .iter()
+        .map(|&row| (row, content_hash(&row.item)))
         .collect();
     if mode == CatalogWrite::Snapshot && !latest.is_empty() {
         let changed = changed_skus(tx, source, &latest).await?;

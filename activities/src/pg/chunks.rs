@@ -13,7 +13,7 @@ use super::{
     parse_job_id,
 };
 use crate::{
-    chunk::ParsedChunk,
+    chunk::{ParsedChunk, ValidRow},
     error::EtlError,
     model::{ChunkOutcome, JobStatus},
 };
@@ -315,14 +315,14 @@ fn chunk_work(
 }
 
 impl ChunkCommit {
-    /// Writes the chunk's latest row of each sku to the catalog as `mode` allows (`always`:
-    /// skus the object mentions more than once, written even when unchanged); returns the rows
-    /// written.
+    /// Writes the chunk's latest row of each sku (`ParsedChunk::latest_per_sku`) to the catalog
+    /// as `mode` allows (`always`: skus the object mentions more than once, written even when
+    /// unchanged); returns the rows written.
     pub async fn write_catalog(
         &mut self,
         source: &str,
         version: &ObjectVersion,
-        parsed: &ParsedChunk,
+        latest: &[&ValidRow],
         always: &HashSet<&str>,
     ) -> Result<Vec<WrittenItem>, EtlError> {
         catalog::upsert_items(
@@ -334,7 +334,7 @@ impl ChunkCommit {
                 version,
                 always,
             },
-            parsed,
+            latest,
         )
         .await
     }
@@ -349,14 +349,11 @@ impl ChunkCommit {
         mut self,
         outcome: &ChunkOutcome,
         parsed: &ParsedChunk,
+        latest: &[&ValidRow],
         written: &[WrittenItem],
         clickhouse_written: bool,
     ) -> Result<(), EtlError> {
-        let skus: Vec<&str> = parsed
-            .latest_per_sku()
-            .iter()
-            .map(|row| row.item.sku.as_str())
-            .collect();
+        let skus: Vec<&str> = latest.iter().map(|row| row.item.sku.as_str()).collect();
         let mut invalid_skus: Vec<&str> = parsed
             .invalid
             .iter()
