@@ -148,12 +148,14 @@ fn text_array_literal(values: &[String]) -> String {
             literal.push(',');
         }
         literal.push('"');
-        for c in value.chars() {
-            if c == '"' || c == '\\' {
-                literal.push('\\');
-            }
-            literal.push(c);
+        let mut rest = value.as_str();
+        while let Some(at) = rest.find(['"', '\\']) {
+            literal.push_str(&rest[..at]);
+            literal.push('\\');
+            literal.push_str(&rest[at..at + 1]);
+            rest = &rest[at + 1..];
         }
+        literal.push_str(rest);
         literal.push('"');
     }
     literal.push('}');
@@ -199,7 +201,8 @@ pub(super) struct Upsert<'a> {
     pub always: &'a HashSet<&'a str>,
 }
 
-/// Upserts the chunk's latest row of each sku, in one statement from typed arrays, only
+/// Upserts the chunk's latest row of each sku (`latest`, sorted by sku as
+/// [`ParsedChunk::latest_per_sku`] returns it), in one statement from typed arrays, only
 /// forward: a lower version (an earlier row, an older object) never overwrites a higher one.
 /// A snapshot writes only new, changed, delisted or repeated items; any other object moves every
 /// row it carries to its version.
@@ -218,6 +221,7 @@ pub(super) async fn upsert_items(
     if mode == CatalogWrite::Nothing {
         return Ok(Vec::new());
     }
+    debug_assert!(latest.windows(2).all(|w| w[0].item.sku < w[1].item.sku));
     let mut latest: Vec<(&ValidRow, [u8; 16])> = latest
         .iter()
         .map(|&row| (row, content_hash(&row.item)))
@@ -272,6 +276,8 @@ pub(super) async fn upsert_items(
         )));
     }
     let repeated: Vec<&str> = always.iter().copied().collect();
+    // The rows go in the order of the arrays, which is `latest`'s sku order: the item locks
+    // are taken in sku order without an `ORDER BY`, whose sort copied every row once more.
     // A snapshot leaves an unchanged row alone even when it reaches the conflict (another
     // object's chunk wrote it meanwhile), unless the object mentions the sku more than once;
     // any other object moves it forward.
@@ -295,7 +301,6 @@ pub(super) async fn upsert_items(
               AS s(sku, name, brand, category, description, price, currency, weight_grams,
                    availability, product_url, images, attributes, row_number, content_hash,
                    digest)
-         ORDER BY s.sku
          ON CONFLICT (source, sku) DO UPDATE SET
                 name = EXCLUDED.name, brand = EXCLUDED.brand, category = EXCLUDED.category,
                 description = EXCLUDED.description, price = EXCLUDED.price,
@@ -542,5 +547,25 @@ impl PgStore {
             .iter()
             .map(|row| (row.get("sku"), row.get("d")))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_array_literal;
+
+    #[test]
+    fn text_array_literals_quote_every_element_and_escape_quotes_and_backslashes() {
+        let values = [
+            String::new(),
+            "https://cdn.example/a,b.jpg".to_owned(),
+            r#"a"b\c""\\"#.to_owned(),
+            "日本語 {x}".to_owned(),
+        ];
+        assert_eq!(
+            text_array_literal(&values),
+            r#"{"","https://cdn.example/a,b.jpg","a\"b\\c\"\"\\\\","日本語 {x}"}"#
+        );
+        assert_eq!(text_array_literal(&[]), "{}");
     }
 }
