@@ -12,7 +12,7 @@
 //!   find skus that more than one record of an object mentions. A collision only makes a sku
 //!   look mentioned twice, which costs one write, never a wrong value.
 
-use std::{collections::BTreeMap, fmt::Write};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use md5::{Digest as _, Md5};
@@ -88,7 +88,9 @@ impl<'a> DigestFields<'a> {
 fn field(text: &mut String, value: Option<&str>) {
     match value {
         Some(value) => {
-            let _ = write!(text, "{}:{value}", value.len());
+            push_integer(text, value.len());
+            text.push(':');
+            text.push_str(value);
         }
         None => text.push('N'),
     }
@@ -97,7 +99,7 @@ fn field(text: &mut String, value: Option<&str>) {
 fn number(text: &mut String, value: Option<i64>) {
     match value {
         Some(value) => {
-            let _ = write!(text, "{value}");
+            push_integer(text, value);
         }
         None => text.push('N'),
     }
@@ -133,7 +135,8 @@ fn digest_text(row: &DigestFields<'_>) -> String {
     text.push(SEP);
     field(&mut text, Some(row.product_url));
     text.push(SEP);
-    let _ = write!(text, "{}:", row.image_urls.len());
+    push_integer(&mut text, row.image_urls.len());
+    text.push(':');
     for (i, url) in row.image_urls.iter().enumerate() {
         if i > 0 {
             text.push('\x1e');
@@ -141,7 +144,8 @@ fn digest_text(row: &DigestFields<'_>) -> String {
         text.push_str(url);
     }
     text.push(SEP);
-    let _ = write!(text, "{}:", row.attributes.len());
+    push_integer(&mut text, row.attributes.len());
+    text.push(':');
     for (name, value) in row.attributes {
         field(&mut text, Some(name));
         field(&mut text, Some(value));
@@ -149,23 +153,25 @@ fn digest_text(row: &DigestFields<'_>) -> String {
     text.push(SEP);
     text.push(if row.listed { 'L' } else { 'D' });
     text.push(SEP);
-    let _ = write!(text, "{}", row.modified_at.timestamp_micros());
+    push_integer(&mut text, row.modified_at.timestamp_micros());
     text.push(SEP);
     field(&mut text, Some(row.object_key));
     text.push(SEP);
     field(&mut text, Some(row.object_etag));
     text.push(SEP);
-    let _ = write!(text, "{}", row.row_number);
+    push_integer(&mut text, row.row_number);
     text
 }
 
 /// The reconcile digest of a catalog row (lower-case hex md5).
 pub fn catalog_digest(row: &DigestFields<'_>) -> String {
-    let mut hex = String::with_capacity(32);
-    for byte in Md5::digest(digest_text(row).as_bytes()) {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    hex::encode(Md5::digest(digest_text(row).as_bytes()))
+}
+
+/// Decimal digits without the formatting machinery: the digest text of every written row
+/// holds a dozen numbers.
+fn push_integer(text: &mut String, value: impl itoa::Integer) {
+    text.push_str(itoa::Buffer::new().format(value));
 }
 
 fn hash_field(hasher: &mut blake3::Hasher, value: Option<&str>) {
