@@ -24,8 +24,10 @@
 //! 4. **Commit** (one Postgres transaction, Postgres statements only): lock the ledger row (it
 //!    must be uncommitted and the lease this attempt's), the job row FOR SHARE (the job must
 //!    still accept commits), the source row FOR SHARE (the write mode: an object older than the
-//!    source's registered snapshot writes no catalog row); upsert the catalog; insert the invalid
-//!    rows; mark the ledger row committed. COMMIT.
+//!    source's registered snapshot writes no catalog row); upsert the catalog (a source's first
+//!    snapshot inserts the skus its object mentions once, inside a savepoint, and upserts the
+//!    rest; an item that exists after all rolls the insert back and the chunk upserts it all);
+//!    insert the invalid rows; mark the ledger row committed. COMMIT.
 //! 5. **Copy** to ClickHouse, after the commit: the observations of the chunk's valid rows that
 //!    ClickHouse lacks, then the catalog rows the commit wrote; then `clickhouse_written`. An
 //!    attempt that lost its lease leaves the copy to the attempt that holds it. A retry whose
@@ -35,7 +37,10 @@
 //! # Locks
 //!
 //! Taken in this order only: ledger row, job row (share), source row (share), item rows (in
-//! sku order). No lock or transaction is held while S3 or ClickHouse is waited on: a stalled
+//! sku order; a source's first snapshot takes the skus its object mentions once, then the
+//! others, each in sku order: no other chunk of the job writes the first, and a deadlock this
+//! allows with a concurrent job of the new source is Postgres' to break and a retry's to
+//! finish). No lock or transaction is held while S3 or ClickHouse is waited on: a stalled
 //! ClickHouse or a frozen attempt blocks no other attempt, job, registration or delisting.
 //!
 //! # Invariants

@@ -2,14 +2,14 @@
 //! which chunk commits first, how late a repair comes, which mode an object was first ingested
 //! in, what reconcile compares, when a job delists, what history a failed job leaves.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use catalog_model::scenario::CommitOrder;
 use generator::GeneratorConfig;
 use serde_json::Value;
 
 use crate::{
-    gate::{etlctl_releasing, gate_dir},
+    gate::{Gate, etlctl_releasing, gate_dir, printed, spawn_etlctl},
     harness::{TestEnv, u},
     ingest::{catalog, observations, raw_observations, wait_until_final},
 };
@@ -403,4 +403,100 @@ async fn a_job_that_fails_before_a_chunk_commits_leaves_no_history_of_it() {
     .unwrap();
     assert_eq!(committed_valid, 0, "the first chunk never committed");
     assert_eq!(raw_observations(&env, "orphan/catalog.csv").await, 0);
+}
+
+/// The chunk the gate holds for a job other than `other`, once it is there.
+async fn held_chunk(gate: &Gate, other: Option<&str>) -> (String, u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(held) = gate
+            .held()
+            .into_iter()
+            .find(|(job, _)| Some(job.as_str()) != other)
+        {
+            return held;
+        }
+        assert!(Instant::now() < deadline, "no chunk reached the gate");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A source's first snapshot inserts the skus its object mentions once without an upsert's
+/// conflict handling. A partial job of a newer object of the same new source, planned while the
+/// catalog was still empty too, commits the same skus first: the snapshot's insert meets them,
+/// is rolled back to its savepoint, and the chunk upserts instead, which leaves the newer rows
+/// alone. Both jobs complete and both stores hold the newer object's rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_snapshot_that_meets_a_concurrent_jobs_items_upserts_them() {
+    let mut env = TestEnv::new("first_write_meets").await;
+    let dir = gate_dir("first_write_meets");
+    env.start_worker_pausing_at_with(
+        "chunk-after-read",
+        &[("ETL_PAUSE_GATE", dir.to_str().unwrap())],
+    );
+    let skus: Vec<String> = (0..20).map(|n| format!("F-{n:03}")).collect();
+    let object = |price: &str| {
+        let mut csv = String::from(HEADER);
+        for sku in &skus {
+            csv.push_str(&row(sku, price));
+        }
+        csv
+    };
+    // Same Last-Modified second or not, `b` is the newer version (the key breaks a tie).
+    env.put("first/a.csv", object("100.00")).await;
+    env.put("first/b.csv", object("200.00")).await;
+    let mut gate = Gate::new(&dir, CommitOrder::InOrder, 1);
+    let ingest = |key: &str, extra: &[&str]| {
+        let uri = env.uri(key);
+        let mut args = vec![
+            "ingest",
+            uri.as_str(),
+            "--source",
+            "cotopaxi",
+            "--wait",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        spawn_etlctl(&env, &args)
+    };
+    let snapshot = ingest("first/a.csv", &[]);
+    let (snapshot_job, snapshot_chunk) = held_chunk(&gate, None).await;
+    let partial = ingest("first/b.csv", &["--partial"]);
+    let (partial_job, partial_chunk) = held_chunk(&gate, Some(&snapshot_job)).await;
+    let planned_on_empty: bool =
+        sqlx::query_scalar("SELECT catalog_was_empty FROM etl_jobs WHERE id = $1::uuid")
+            .bind(&snapshot_job)
+            .fetch_one(&env.pg)
+            .await
+            .unwrap();
+    assert!(
+        planned_on_empty,
+        "the snapshot was planned on an empty catalog"
+    );
+
+    gate.open(&env, &[(partial_job, partial_chunk)]).await;
+    gate.open(&env, &[(snapshot_job, snapshot_chunk)]).await;
+    let (snapshot, partial) = (printed(snapshot), printed(partial));
+    for job in [&snapshot, &partial] {
+        assert_eq!(job["status"], "completed", "{job}");
+        assert_eq!(job["reconciliation"]["ok"], true, "{job}");
+    }
+    assert!(
+        env.worker_log().contains("met an existing item"),
+        "the snapshot's insert met the partial's rows:\n{}",
+        env.worker_log()
+    );
+    for (n, sku) in skus.iter().enumerate() {
+        let row = n as i64 + 1;
+        assert_eq!(
+            pg_price(&env, sku).await,
+            ("200.00".to_owned(), row),
+            "{sku}"
+        );
+        assert_eq!(
+            ch_price(&env, sku).await,
+            ("200".to_owned(), row as u64),
+            "{sku}"
+        );
+    }
 }

@@ -34,6 +34,13 @@ pub enum CatalogWrite {
     /// this version, changed or not, so that an older partial object arriving later cannot
     /// overwrite it.
     Forward,
+    /// The source's first snapshot (no item of the source existed when the job was planned):
+    /// the rows of skus the object mentions once are new and this chunk's alone, so they are
+    /// inserted without the conflict handling of an upsert (its check of the key before each
+    /// row, and the confirming WAL record after it); the others are upserted as `Forward`. A
+    /// row that exists after all (a concurrent job of the source wrote it) rolls that insert
+    /// back to its savepoint, and the chunk writes every row as `Forward`.
+    New,
 }
 
 /// A catalog row a chunk wrote: what ClickHouse's copy needs besides the parsed item.
@@ -205,7 +212,7 @@ pub(super) struct Upsert<'a> {
 /// [`ParsedChunk::latest_per_sku`] returns it), in one statement from typed arrays, only
 /// forward: a lower version (an earlier row, an older object) never overwrites a higher one.
 /// A snapshot writes only new, changed, delisted or repeated items; any other object moves every
-/// row it carries to its version.
+/// row it carries to its version; a source's first snapshot inserts ([`CatalogWrite::New`]).
 pub(super) async fn upsert_items(
     tx: &mut Transaction<'_, Postgres>,
     upsert: Upsert<'_>,
@@ -235,121 +242,255 @@ pub(super) async fn upsert_items(
     if latest.is_empty() {
         return Ok(Vec::new());
     }
-    let n = latest.len();
-    let mut sku = Vec::with_capacity(n);
-    let mut name = Vec::with_capacity(n);
-    let mut brand = Vec::with_capacity(n);
-    let mut category = Vec::with_capacity(n);
-    let mut description = Vec::with_capacity(n);
-    let mut price = Vec::with_capacity(n);
-    let mut currency = Vec::with_capacity(n);
-    let mut weight = Vec::with_capacity(n);
-    let mut availability = Vec::with_capacity(n);
-    let mut url = Vec::with_capacity(n);
-    let mut images = Vec::with_capacity(n);
-    let mut attributes = Vec::with_capacity(n);
-    let mut row_number = Vec::with_capacity(n);
-    let mut hash = Vec::with_capacity(n);
-    let mut digest = Vec::with_capacity(n);
-    for (row, content) in &latest {
-        let item = &row.item;
-        sku.push(item.sku.as_str());
-        name.push(item.name.as_str());
-        brand.push(item.brand.as_deref());
-        category.push(item.category.as_deref());
-        description.push(item.description.as_deref());
-        price.push(item.price);
-        currency.push(item.currency.as_str());
-        weight.push(item.weight_grams);
-        availability.push(item.availability.map(|a| a.as_str()));
-        url.push(item.product_url.as_str());
-        images.push(text_array_literal(&item.image_urls));
-        attributes.push(serde_json::to_string(&item.attributes).unwrap_or_else(|_| "{}".into()));
-        row_number.push(row.row_number as i64);
-        hash.push(content.as_slice());
-        digest.push(catalog_digest(&DigestFields::of_item(
-            item,
-            version.modified_at,
-            &version.key,
-            &version.etag,
-            row.row_number as i64,
-        )));
-    }
     let repeated: Vec<&str> = always.iter().copied().collect();
-    // The rows go in the order of the arrays, which is `latest`'s sku order: the item locks
-    // are taken in sku order without an `ORDER BY`, whose sort copied every row once more.
+    if mode == CatalogWrite::New {
+        // A sku the object mentions more than once may be written by another chunk of the
+        // job: those rows go through the upsert, in sku order like every other upsert. The
+        // rest belong to this chunk alone.
+        let (shared, once): (Vec<_>, Vec<_>) = latest
+            .iter()
+            .copied()
+            .partition(|(row, _)| always.contains(row.item.sku.as_str()));
+        if let Some(mut written) = insert_new(tx, &once, source, version, job_id).await? {
+            written
+                .extend(upsert_rows(tx, &shared, source, version, job_id, false, &repeated).await?);
+            written.sort_by(|a, b| a.sku.cmp(&b.sku));
+            return Ok(written);
+        }
+    }
     // A snapshot leaves an unchanged row alone even when it reaches the conflict (another
     // object's chunk wrote it meanwhile), unless the object mentions the sku more than once;
     // any other object moves it forward.
     let unchanged_stays = mode == CatalogWrite::Snapshot;
-    // An item is relisted by the write that finds it delisted; a later write of the same job
-    // keeps the mark (the later row of a sku written twice), another job's write clears it.
-    // The rows written with this job's mark are what the chunk reports as relisted: a sku
-    // written by two chunks is reported by both, and the job counts distinct skus.
-    let rows = sqlx::query(
-        "INSERT INTO catalog_items AS c (source, sku, name, brand, category, description,
-                price, currency, weight_grams, availability, product_url, image_urls,
-                attributes, version_modified_at, version_key, version_etag, version_row,
-                content_hash, digest, first_job_id, last_job_id, revision)
-         SELECT $1, s.sku, s.name, s.brand, s.category, s.description, s.price, s.currency,
-                s.weight_grams, s.availability, s.product_url, s.images::text[],
-                s.attributes::jsonb, $2, $3, $4, s.row_number, s.content_hash, s.digest,
-                $5, $5, nextval('catalog_revision')
-         FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                     $11::numeric[], $12::text[], $13::numeric[], $14::text[], $15::text[],
-                     $16::text[], $17::text[], $18::bigint[], $19::bytea[], $20::text[])
-              AS s(sku, name, brand, category, description, price, currency, weight_grams,
-                   availability, product_url, images, attributes, row_number, content_hash,
-                   digest)
-         ON CONFLICT (source, sku) DO UPDATE SET
-                name = EXCLUDED.name, brand = EXCLUDED.brand, category = EXCLUDED.category,
-                description = EXCLUDED.description, price = EXCLUDED.price,
-                currency = EXCLUDED.currency, weight_grams = EXCLUDED.weight_grams,
-                availability = EXCLUDED.availability, product_url = EXCLUDED.product_url,
-                image_urls = EXCLUDED.image_urls, attributes = EXCLUDED.attributes,
-                version_modified_at = EXCLUDED.version_modified_at,
-                version_key = EXCLUDED.version_key, version_etag = EXCLUDED.version_etag,
-                version_row = EXCLUDED.version_row, content_hash = EXCLUDED.content_hash,
-                digest = EXCLUDED.digest, last_job_id = EXCLUDED.last_job_id,
-                revision = nextval('catalog_revision'),
-                relisted_by_job_id = CASE WHEN c.delisted_at IS NOT NULL
-                                              THEN EXCLUDED.last_job_id
-                                          WHEN c.last_job_id = EXCLUDED.last_job_id
-                                              THEN c.relisted_by_job_id END,
-                delisted_at = NULL, delisted_by_job_id = NULL, updated_at = now()
-         WHERE (c.version_modified_at, c.version_key, c.version_etag, c.version_row)
-               < (EXCLUDED.version_modified_at, EXCLUDED.version_key, EXCLUDED.version_etag,
-                  EXCLUDED.version_row)
-           AND (NOT $21 OR c.content_hash IS DISTINCT FROM EXCLUDED.content_hash
-                OR c.delisted_at IS NOT NULL OR EXCLUDED.sku = ANY($22))
-         RETURNING c.sku, c.revision, c.digest,
-                   c.relisted_by_job_id IS NOT DISTINCT FROM $5 AS relisted",
+    upsert_rows(
+        tx,
+        &latest,
+        source,
+        version,
+        job_id,
+        unchanged_stays,
+        &repeated,
     )
-    .bind(source)
-    .bind(version.modified_at)
-    .bind(&version.key)
-    .bind(&version.etag)
-    .bind(job_id)
-    .bind(&sku)
-    .bind(&name)
-    .bind(&brand)
-    .bind(&category)
-    .bind(&description)
-    .bind(&price)
-    .bind(&currency)
-    .bind(&weight)
-    .bind(&availability)
-    .bind(&url)
-    .bind(&images)
-    .bind(&attributes)
-    .bind(&row_number)
-    .bind(&hash)
-    .bind(&digest)
-    .bind(unchanged_stays)
-    .bind(&repeated)
-    .fetch_all(&mut **tx)
-    .await?;
-    // Sorted by sku like every other copy of catalog rows: a repeated copy is the same block.
+    .await
+}
+
+/// Inserts rows expected to be new, inside a savepoint. `None` when one of them exists after
+/// all: the insert is rolled back and the caller upserts instead.
+async fn insert_new(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[(&ValidRow, [u8; 16])],
+    source: &str,
+    version: &ObjectVersion,
+    job_id: uuid::Uuid,
+) -> Result<Option<Vec<WrittenItem>>, EtlError> {
+    if rows.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let columns = RowColumns::of(rows, version);
+    sqlx::query("SAVEPOINT first_write")
+        .execute(&mut **tx)
+        .await?;
+    let inserted = columns
+        .bind(
+            sqlx::query(&format!("{INSERT_ROWS} {RETURNING_WRITTEN}")),
+            source,
+            version,
+            job_id,
+        )
+        .fetch_all(&mut **tx)
+        .await;
+    match inserted {
+        Ok(rows) => Ok(Some(written_items(&rows))),
+        Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+            tracing::info!("a first snapshot's chunk met an existing item ({err}); it upserts");
+            sqlx::query("ROLLBACK TO SAVEPOINT first_write")
+                .execute(&mut **tx)
+                .await?;
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn upsert_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[(&ValidRow, [u8; 16])],
+    source: &str,
+    version: &ObjectVersion,
+    job_id: uuid::Uuid,
+    unchanged_stays: bool,
+    repeated: &[&str],
+) -> Result<Vec<WrittenItem>, EtlError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let columns = RowColumns::of(rows, version);
+    let rows = columns
+        .bind(
+            sqlx::query(&format!("{INSERT_ROWS} {MOVE_FORWARD} {RETURNING_WRITTEN}")),
+            source,
+            version,
+            job_id,
+        )
+        .bind(unchanged_stays)
+        .bind(repeated)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(written_items(&rows))
+}
+
+/// The rows of a chunk's catalog write, as the typed arrays `INSERT_ROWS` unnests ($6 to
+/// $20), in `latest`'s sku order.
+struct RowColumns<'a> {
+    sku: Vec<&'a str>,
+    name: Vec<&'a str>,
+    brand: Vec<Option<&'a str>>,
+    category: Vec<Option<&'a str>>,
+    description: Vec<Option<&'a str>>,
+    price: Vec<Option<Decimal>>,
+    currency: Vec<&'a str>,
+    weight: Vec<Option<Decimal>>,
+    availability: Vec<Option<&'static str>>,
+    url: Vec<&'a str>,
+    images: Vec<String>,
+    attributes: Vec<String>,
+    row_number: Vec<i64>,
+    hash: Vec<&'a [u8]>,
+    digest: Vec<String>,
+}
+
+impl<'a> RowColumns<'a> {
+    fn of(latest: &'a [(&'a ValidRow, [u8; 16])], version: &ObjectVersion) -> Self {
+        let n = latest.len();
+        let mut columns = Self {
+            sku: Vec::with_capacity(n),
+            name: Vec::with_capacity(n),
+            brand: Vec::with_capacity(n),
+            category: Vec::with_capacity(n),
+            description: Vec::with_capacity(n),
+            price: Vec::with_capacity(n),
+            currency: Vec::with_capacity(n),
+            weight: Vec::with_capacity(n),
+            availability: Vec::with_capacity(n),
+            url: Vec::with_capacity(n),
+            images: Vec::with_capacity(n),
+            attributes: Vec::with_capacity(n),
+            row_number: Vec::with_capacity(n),
+            hash: Vec::with_capacity(n),
+            digest: Vec::with_capacity(n),
+        };
+        for (row, content) in latest {
+            let item = &row.item;
+            columns.sku.push(item.sku.as_str());
+            columns.name.push(item.name.as_str());
+            columns.brand.push(item.brand.as_deref());
+            columns.category.push(item.category.as_deref());
+            columns.description.push(item.description.as_deref());
+            columns.price.push(item.price);
+            columns.currency.push(item.currency.as_str());
+            columns.weight.push(item.weight_grams);
+            columns
+                .availability
+                .push(item.availability.map(|a| a.as_str()));
+            columns.url.push(item.product_url.as_str());
+            columns.images.push(text_array_literal(&item.image_urls));
+            columns
+                .attributes
+                .push(serde_json::to_string(&item.attributes).unwrap_or_else(|_| "{}".into()));
+            columns.row_number.push(row.row_number as i64);
+            columns.hash.push(content.as_slice());
+            columns.digest.push(catalog_digest(&DigestFields::of_item(
+                item,
+                version.modified_at,
+                &version.key,
+                &version.etag,
+                row.row_number as i64,
+            )));
+        }
+        columns
+    }
+
+    /// Binds $1 to $20.
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+        source: &'q str,
+        version: &'q ObjectVersion,
+        job_id: uuid::Uuid,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(source)
+            .bind(version.modified_at)
+            .bind(&version.key)
+            .bind(&version.etag)
+            .bind(job_id)
+            .bind(&self.sku)
+            .bind(&self.name)
+            .bind(&self.brand)
+            .bind(&self.category)
+            .bind(&self.description)
+            .bind(&self.price)
+            .bind(&self.currency)
+            .bind(&self.weight)
+            .bind(&self.availability)
+            .bind(&self.url)
+            .bind(&self.images)
+            .bind(&self.attributes)
+            .bind(&self.row_number)
+            .bind(&self.hash)
+            .bind(&self.digest)
+    }
+}
+
+/// The chunk's rows as new catalog rows ($1 to $20). The rows go in the order of the arrays,
+/// which is `latest`'s sku order: the item locks are taken in sku order without an `ORDER BY`,
+/// whose sort copied every row once more.
+const INSERT_ROWS: &str = "INSERT INTO catalog_items AS c (source, sku, name, brand, category,
+        description, price, currency, weight_grams, availability, product_url, image_urls,
+        attributes, version_modified_at, version_key, version_etag, version_row, content_hash,
+        digest, first_job_id, last_job_id, revision)
+    SELECT $1, s.sku, s.name, s.brand, s.category, s.description, s.price, s.currency,
+        s.weight_grams, s.availability, s.product_url, s.images::text[], s.attributes::jsonb,
+        $2, $3, $4, s.row_number, s.content_hash, s.digest, $5, $5, nextval('catalog_revision')
+    FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::numeric[],
+                $12::text[], $13::numeric[], $14::text[], $15::text[], $16::text[], $17::text[],
+                $18::bigint[], $19::bytea[], $20::text[])
+        AS s(sku, name, brand, category, description, price, currency, weight_grams,
+             availability, product_url, images, attributes, row_number, content_hash, digest)";
+
+/// An existing row moves forward only: to a greater version, and with $21 (a snapshot) only
+/// when it changed, was delisted or is a sku the object repeats ($22).
+///
+/// An item is relisted by the write that finds it delisted; a later write of the same job
+/// keeps the mark (the later row of a sku written twice), another job's write clears it. The
+/// rows written with this job's mark are what the chunk reports as relisted: a sku written by
+/// two chunks is reported by both, and the job counts distinct skus.
+const MOVE_FORWARD: &str = "ON CONFLICT (source, sku) DO UPDATE SET
+        name = EXCLUDED.name, brand = EXCLUDED.brand, category = EXCLUDED.category,
+        description = EXCLUDED.description, price = EXCLUDED.price,
+        currency = EXCLUDED.currency, weight_grams = EXCLUDED.weight_grams,
+        availability = EXCLUDED.availability, product_url = EXCLUDED.product_url,
+        image_urls = EXCLUDED.image_urls, attributes = EXCLUDED.attributes,
+        version_modified_at = EXCLUDED.version_modified_at,
+        version_key = EXCLUDED.version_key, version_etag = EXCLUDED.version_etag,
+        version_row = EXCLUDED.version_row, content_hash = EXCLUDED.content_hash,
+        digest = EXCLUDED.digest, last_job_id = EXCLUDED.last_job_id,
+        revision = nextval('catalog_revision'),
+        relisted_by_job_id = CASE WHEN c.delisted_at IS NOT NULL THEN EXCLUDED.last_job_id
+                                  WHEN c.last_job_id = EXCLUDED.last_job_id
+                                      THEN c.relisted_by_job_id END,
+        delisted_at = NULL, delisted_by_job_id = NULL, updated_at = now()
+    WHERE (c.version_modified_at, c.version_key, c.version_etag, c.version_row)
+          < (EXCLUDED.version_modified_at, EXCLUDED.version_key, EXCLUDED.version_etag,
+             EXCLUDED.version_row)
+      AND (NOT $21 OR c.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+           OR c.delisted_at IS NOT NULL OR EXCLUDED.sku = ANY($22))";
+
+const RETURNING_WRITTEN: &str = "RETURNING c.sku, c.revision, c.digest,
+        c.relisted_by_job_id IS NOT DISTINCT FROM $5 AS relisted";
+
+/// Sorted by sku like every other copy of catalog rows: a repeated copy is the same block.
+fn written_items(rows: &[sqlx::postgres::PgRow]) -> Vec<WrittenItem> {
     let mut written: Vec<WrittenItem> = rows
         .iter()
         .map(|row| WrittenItem {
@@ -360,7 +501,7 @@ pub(super) async fn upsert_items(
         })
         .collect();
     written.sort_by(|a, b| a.sku.cmp(&b.sku));
-    Ok(written)
+    written
 }
 
 #[derive(Serialize)]

@@ -163,8 +163,10 @@ impl PgStore {
             CatalogWrite::Nothing
         } else {
             match catalog::write_mode(&mut tx, &work.source, &work.version).await? {
-                // Every item of the first snapshot is new: nothing to compare first.
-                CatalogWrite::Snapshot if catalog_was_empty => CatalogWrite::Forward,
+                // Every item of the first snapshot is new: nothing to compare first, and
+                // nothing to conflict with, unless the object repeats a sku or another job
+                // of the source runs (then it writes as `Forward`).
+                CatalogWrite::Snapshot if catalog_was_empty => CatalogWrite::New,
                 mode => mode,
             }
         };
