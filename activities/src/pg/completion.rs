@@ -347,16 +347,21 @@ async fn delist(
     }
     // Listed items the object does not mention and no newer object wrote. EXCEPT is a hashed
     // set difference: one pass over each side, whatever the planner estimates for the
-    // unnested mentions. Kept once for the guard's count and the update.
+    // unnested mentions. The listed items are read once, for the candidates and for the
+    // guard's count of them (which every candidate row carries: the guard needs it only when
+    // there are candidates); the candidates are kept for the update.
     sqlx::query(
-        "CREATE TEMP TABLE delist_candidates (candidate) ON COMMIT DROP AS
-         SELECT c.sku FROM catalog_items c
-         WHERE c.source = $1 AND c.delisted_at IS NULL
-           AND (c.version_modified_at, c.version_key, c.version_etag) <= ($3, $4, $5)
-         EXCEPT
-         SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2
-         EXCEPT
-         SELECT unnest(invalid_skus) FROM etl_chunks WHERE job_id = $2",
+        "CREATE TEMP TABLE delist_candidates (candidate, listed) ON COMMIT DROP AS
+         WITH listed AS MATERIALIZED (
+             SELECT c.sku, (c.version_modified_at, c.version_key, c.version_etag)
+                           <= ($3, $4, $5) AS no_newer_write
+             FROM catalog_items c WHERE c.source = $1 AND c.delisted_at IS NULL)
+         SELECT candidate, (SELECT count(*) FROM listed)
+         FROM (SELECT sku FROM listed WHERE no_newer_write
+               EXCEPT
+               SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2
+               EXCEPT
+               SELECT unnest(invalid_skus) FROM etl_chunks WHERE job_id = $2) AS d(candidate)",
     )
     .bind(source)
     .bind(job_id)
@@ -366,11 +371,8 @@ async fn delist(
     .execute(&mut **tx)
     .await?;
     let counts = sqlx::query(
-        "SELECT (SELECT count(*) FROM catalog_items WHERE source = $1
-                 AND delisted_at IS NULL) AS listed,
-                (SELECT count(*) FROM delist_candidates) AS would",
+        "SELECT coalesce(max(listed), 0) AS listed, count(*) AS would FROM delist_candidates",
     )
-    .bind(source)
     .fetch_one(&mut **tx)
     .await?;
     let listed = counts.get::<i64, _>("listed") as u64;
