@@ -267,18 +267,25 @@ impl ChStore {
     /// ClickHouse does not hold yet: exactly one observation per (object version, row), however
     /// many jobs ingest the version and however long after each other, without relying on
     /// ClickHouse's deduplication window. The block's token still drops the insert of an
-    /// attempt that runs at the same moment as another one.
+    /// attempt that runs at the same moment as another one. `none_stored`: the caller knows
+    /// ClickHouse holds none of these rows (the version's first copy of them), so they are
+    /// not looked up.
     pub async fn insert_observations(
         &self,
         observed: &Observed<'_>,
         rows: RangeInclusive<u64>,
         parsed: &ParsedChunk,
         token: &str,
+        none_stored: bool,
     ) -> Result<(), EtlError> {
         if parsed.valid.is_empty() {
             return Ok(());
         }
-        let stored = self.observed_row_numbers(observed, rows).await?;
+        let stored = if none_stored {
+            Vec::new()
+        } else {
+            self.observed_row_numbers(observed, rows).await?
+        };
         let missing: Vec<&ValidRow> = if stored.is_empty() {
             parsed.valid.iter().collect()
         } else {

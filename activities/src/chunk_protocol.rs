@@ -29,7 +29,9 @@
 //!    rest; an item that exists after all rolls the insert back and the chunk upserts it all);
 //!    insert the invalid rows; mark the ledger row committed. COMMIT.
 //! 5. **Copy** to ClickHouse, after the commit: the observations of the chunk's valid rows that
-//!    ClickHouse lacks, then the catalog rows the commit wrote; then `clickhouse_written`. An
+//!    ClickHouse lacks (looked up, unless this attempt's commit is the first of the object
+//!    version's rows: no other job of the source ever ingested the version), then the catalog
+//!    rows the commit wrote; then `clickhouse_written`. An
 //!    attempt that lost its lease leaves the copy to the attempt that holds it. A retry whose
 //!    chunk is committed but not copied reads the rows again from S3 (observations) and from
 //!    Postgres (catalog rows).
@@ -171,7 +173,8 @@ impl ChunkStores<'_> {
         let mut clickhouse = Duration::ZERO;
         if !nothing_to_copy {
             pause::reached(PausePoint::ChunkBeforeClickHouse).await;
-            if !self.pg.holds_lease(&work).await? {
+            let standing = self.pg.copy_standing(&work).await?;
+            if !standing.holds_lease {
                 tracing::warn!(
                     attempt = work.lease,
                     "stale attempt: another attempt took the chunk over; it makes the copy"
@@ -185,6 +188,7 @@ impl ChunkStores<'_> {
                 Written::Parsed {
                     latest: &latest,
                     written: &written,
+                    first_copy: standing.first_copy,
                 },
             )
             .await?;
@@ -290,16 +294,26 @@ impl ChunkStores<'_> {
         written: Written<'_>,
     ) -> Result<(), EtlError> {
         let observed = observed(work);
+        let none_stored = matches!(
+            written,
+            Written::Parsed {
+                first_copy: true,
+                ..
+            }
+        );
         self.ch
             .insert_observations(
                 &observed,
                 chunk_rows(work),
                 parsed,
                 &observation_token(&observed, work),
+                none_stored,
             )
             .await?;
         match written {
-            Written::Parsed { latest, written } => {
+            Written::Parsed {
+                latest, written, ..
+            } => {
                 let rows: Vec<WrittenRow<'_>> = written
                     .iter()
                     .filter_map(|w| {
@@ -342,10 +356,12 @@ impl ChunkStores<'_> {
 /// Where the copy finds the catalog rows a commit wrote.
 enum Written<'a> {
     /// This attempt's commit: the chunk's latest row per sku (sorted by sku) and the revisions
-    /// Postgres returned.
+    /// Postgres returned; `first_copy` when ClickHouse holds none of the chunk's observations
+    /// yet ([`crate::pg::PgStore::copy_standing`]).
     Parsed {
         latest: &'a [&'a ValidRow],
         written: &'a [WrittenItem],
+        first_copy: bool,
     },
     /// An earlier attempt's commit: Postgres' rows as they are now.
     InPostgres,

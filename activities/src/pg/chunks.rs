@@ -49,6 +49,13 @@ pub struct ChunkCommit {
     pub mode: CatalogWrite,
 }
 
+/// See [`PgStore::copy_standing`].
+pub struct CopyStanding {
+    pub holds_lease: bool,
+    /// ClickHouse holds no observation of the chunk's rows yet.
+    pub first_copy: bool,
+}
+
 pub enum Begun {
     Open(ChunkCommit),
     /// An earlier attempt committed the chunk: its result stands.
@@ -178,16 +185,32 @@ impl PgStore {
         }))
     }
 
-    /// Whether `lease` is still the chunk's latest attempt.
-    pub async fn holds_lease(&self, work: &ChunkWork) -> Result<bool, EtlError> {
-        let attempts: i32 = sqlx::query_scalar(
-            "SELECT attempts FROM etl_chunks WHERE job_id = $1 AND chunk_index = $2",
+    /// For the copy of a chunk this attempt has just committed: whether `lease` is still the
+    /// chunk's latest attempt, and whether ClickHouse can hold none of the chunk's
+    /// observations yet. No attempt of this job copied the chunk before (a copy follows the
+    /// commit), so that is when no other job of the source ever ingested this object version
+    /// (job rows are never deleted: a past one is found however old). Asked right before the
+    /// copy, like the lookup of stored observations it spares, so it races with a concurrent
+    /// job of the version no more than that lookup did; the block's token covers a concurrent
+    /// copy of the same chunk.
+    pub async fn copy_standing(&self, work: &ChunkWork) -> Result<CopyStanding, EtlError> {
+        let (attempts, first_copy): (i32, bool) = sqlx::query_as(
+            "SELECT c.attempts,
+                    NOT EXISTS (SELECT 1 FROM etl_jobs o
+                                WHERE o.bucket = j.bucket AND o.object_key = j.object_key
+                                  AND o.etag = j.etag AND o.source = j.source
+                                  AND o.id <> j.id AND NOT o.dry_run)
+             FROM etl_chunks c JOIN etl_jobs j ON j.id = c.job_id
+             WHERE c.job_id = $1 AND c.chunk_index = $2",
         )
         .bind(work.job_id)
         .bind(work.chunk_index as i32)
         .fetch_one(self.pool())
         .await?;
-        Ok(attempts == work.lease)
+        Ok(CopyStanding {
+            holds_lease: attempts == work.lease,
+            first_copy,
+        })
     }
 
     /// The chunk's ClickHouse copy is made; `observations_missing` when its observations

@@ -18,7 +18,7 @@ use sqlx::{
 };
 
 pub use catalog::{CatalogItemRow, WrittenItem};
-pub use chunks::{Begun, ChunkCommit, ChunkWork};
+pub use chunks::{Begun, ChunkCommit, ChunkWork, CopyStanding};
 pub use completion::{Completion, DelistedItem, EndedJob};
 pub use jobs::{JobFacts, JobState, PlanWriter, SourceActivity, mode_words};
 
