@@ -29,12 +29,11 @@
 //!    rest; an item that exists after all rolls the insert back and the chunk upserts it all);
 //!    insert the invalid rows; mark the ledger row committed. COMMIT.
 //! 5. **Copy** to ClickHouse, after the commit: the observations of the chunk's valid rows that
-//!    ClickHouse lacks (looked up, unless this attempt's commit is the first of the object
-//!    version's rows: no other job of the source ever ingested the version), then the catalog
-//!    rows the commit wrote; then `clickhouse_written`. An
-//!    attempt that lost its lease leaves the copy to the attempt that holds it. A retry whose
-//!    chunk is committed but not copied reads the rows again from S3 (observations) and from
-//!    Postgres (catalog rows).
+//!    ClickHouse lacks (looked up, unless this attempt has just committed the chunk and no
+//!    other job of the source ever ingested the object version: then it lacks them all), then
+//!    the catalog rows the commit wrote; then `clickhouse_written`. An attempt that lost its
+//!    lease leaves the copy to the attempt that holds it. A retry whose chunk is committed but
+//!    not copied reads the rows again from S3 (observations) and from Postgres (catalog rows).
 //!
 //! # Locks
 //!
