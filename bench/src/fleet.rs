@@ -1,9 +1,9 @@
 //! `make bench-fleet`: a morning's fleet against one big job, on the same stack and workers.
 //!
-//! - one job:  one source's 200,000-row catalog (`--rows`), `etlctl ingest --wait`;
-//! - fleet:    12 sources dropping their files at once: 10 catalogs of `--rows / 10` rows and
-//!             2 hostile ones of the same size (a fifth of their rows invalid, many duplicate
-//!             skus, CRLF inside quoted fields, a byte-order mark), all started together.
+//! - one job: one source's 200,000-row catalog (`--rows`), `etlctl ingest --wait`;
+//! - fleet: 12 sources dropping their files at once: 10 catalogs of `--rows / 10` rows and 2
+//!   hostile ones of the same size (a fifth of their rows invalid, many duplicate skus, CRLF
+//!   inside quoted fields, a byte-order mark), all started together.
 //!
 //! Both run on two workers. The figure is the fleet's rows per second over the one job's
 //! (target ≥ 0.85); every job must be exact: its counts equal the generator's and its

@@ -146,20 +146,20 @@ impl ScenarioRun {
         let deadline = Instant::now() + 2 * JOB_TIMEOUT;
         let mut pending = Some(fault);
         loop {
-            if pending.is_some() && gate.released >= before_fault {
-                if let Some((job, _)) = gate.held().first().cloned() {
-                    pending = None;
-                    eprintln!(
-                        "chaos: seed {:#x}, {label}",
-                        self.chaos.as_ref().unwrap().seed
-                    );
-                    if let Some(resumed) =
-                        self.inject(fault, &job, &mut gate, &mut child, label).await
-                    {
-                        return resumed;
-                    }
-                    continue;
+            if pending.is_some()
+                && gate.released >= before_fault
+                && let Some((job, _)) = gate.held().first().cloned()
+            {
+                pending = None;
+                eprintln!(
+                    "chaos: seed {:#x}, {label}",
+                    self.chaos.as_ref().unwrap().seed
+                );
+                if let Some(resumed) = self.inject(fault, &job, &mut gate, &mut child, label).await
+                {
+                    return resumed;
                 }
+                continue;
             }
             if gate.release_next(&self.env).await {
                 continue;
