@@ -252,8 +252,8 @@ pub(super) async fn upsert_items(
             .copied()
             .partition(|(row, _)| always.contains(row.item.sku.as_str()));
         if let Some(mut written) = insert_new(tx, &once, source, version, job_id).await? {
-            written
-                .extend(upsert_rows(tx, &shared, source, version, job_id, false, &repeated).await?);
+            let forward = Some((false, repeated.as_slice()));
+            written.extend(write_rows(tx, &shared, source, version, job_id, forward).await?);
             written.sort_by(|a, b| a.sku.cmp(&b.sku));
             return Ok(written);
         }
@@ -261,17 +261,8 @@ pub(super) async fn upsert_items(
     // A snapshot leaves an unchanged row alone even when it reaches the conflict (another
     // object's chunk wrote it meanwhile), unless the object mentions the sku more than once;
     // any other object moves it forward.
-    let unchanged_stays = mode == CatalogWrite::Snapshot;
-    upsert_rows(
-        tx,
-        &latest,
-        source,
-        version,
-        job_id,
-        unchanged_stays,
-        &repeated,
-    )
-    .await
+    let move_forward = Some((mode == CatalogWrite::Snapshot, repeated.as_slice()));
+    Ok(write_rows(tx, &latest, source, version, job_id, move_forward).await?)
 }
 
 /// Inserts rows expected to be new, inside a savepoint. `None` when one of them exists after
@@ -286,21 +277,11 @@ async fn insert_new(
     if rows.is_empty() {
         return Ok(Some(Vec::new()));
     }
-    let columns = RowColumns::of(rows, version);
     sqlx::query("SAVEPOINT first_write")
         .execute(&mut **tx)
         .await?;
-    let inserted = columns
-        .bind(
-            sqlx::query(&format!("{INSERT_ROWS} {RETURNING_WRITTEN}")),
-            source,
-            version,
-            job_id,
-        )
-        .fetch_all(&mut **tx)
-        .await;
-    match inserted {
-        Ok(rows) => Ok(Some(written_items(&rows))),
+    match write_rows(tx, rows, source, version, job_id, None).await {
+        Ok(written) => Ok(Some(written)),
         Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
             tracing::info!("a first snapshot's chunk met an existing item ({err}); it upserts");
             sqlx::query("ROLLBACK TO SAVEPOINT first_write")
@@ -312,31 +293,29 @@ async fn insert_new(
     }
 }
 
-async fn upsert_rows(
+/// One statement writing `rows` as new catalog rows: a plain insert, or with `move_forward`
+/// ($21: a snapshot leaves unchanged rows alone; $22: the skus the object repeats) the upsert.
+async fn write_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[(&ValidRow, [u8; 16])],
     source: &str,
     version: &ObjectVersion,
     job_id: uuid::Uuid,
-    unchanged_stays: bool,
-    repeated: &[&str],
-) -> Result<Vec<WrittenItem>, EtlError> {
+    move_forward: Option<(bool, &[&str])>,
+) -> Result<Vec<WrittenItem>, sqlx::Error> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let columns = RowColumns::of(rows, version);
-    let rows = columns
-        .bind(
-            sqlx::query(&format!("{INSERT_ROWS} {MOVE_FORWARD} {RETURNING_WRITTEN}")),
-            source,
-            version,
-            job_id,
-        )
-        .bind(unchanged_stays)
-        .bind(repeated)
-        .fetch_all(&mut **tx)
-        .await?;
-    Ok(written_items(&rows))
+    let sql = match move_forward {
+        Some(_) => format!("{INSERT_ROWS} {MOVE_FORWARD} {RETURNING_WRITTEN}"),
+        None => format!("{INSERT_ROWS} {RETURNING_WRITTEN}"),
+    };
+    let mut query = columns.bind(sqlx::query(&sql), source, version, job_id);
+    if let Some((unchanged_stays, repeated)) = move_forward {
+        query = query.bind(unchanged_stays).bind(repeated);
+    }
+    Ok(written_items(&query.fetch_all(&mut **tx).await?))
 }
 
 /// The rows of a chunk's catalog write, as the typed arrays `INSERT_ROWS` unnests ($6 to
