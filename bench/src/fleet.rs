@@ -23,8 +23,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    Args, BENCH_DATABASE, Table, cpu_by_service, cpu_spent, fresh_clickhouse, fresh_postgres,
-    idle_cpu_per_second, start_worker,
+    Args, BENCH_DATABASE, Table, cpu_by_service, cpu_spent, execution_flags, fresh_clickhouse,
+    fresh_postgres, idle_cpu_per_second, peak_rss_kib, start_worker,
 };
 
 const FLEET_SOURCES: u64 = 12;
@@ -50,6 +50,9 @@ struct FleetReport {
     fleet: Run,
     /// Fleet rows/s over one job's rows/s.
     ratio: f64,
+    /// The larger of the two workers' peak resident memory over both runs (the fleet keeps
+    /// every activity slot of both busy: the most chunks in flight per worker).
+    workers_peak_rss_mib: f64,
 }
 
 struct Object {
@@ -128,7 +131,9 @@ pub async fn run(args: &Args, base: &Config) -> anyhow::Result<()> {
     }
     let one_job = ingest_all(args, &env, "one job", std::slice::from_ref(&big))?;
     let fleet = ingest_all(args, &env, "fleet", &fleet)?;
+    let mut workers_peak_rss_kib = 0;
     for mut worker in workers {
+        workers_peak_rss_kib = workers_peak_rss_kib.max(peak_rss_kib(worker.id())?);
         worker.kill().ok();
         worker.wait().ok();
     }
@@ -136,6 +141,7 @@ pub async fn run(args: &Args, base: &Config) -> anyhow::Result<()> {
         ratio: fleet.rows_per_sec / one_job.rows_per_sec,
         one_job,
         fleet,
+        workers_peak_rss_mib: workers_peak_rss_kib as f64 / 1024.0,
     };
     print_fleet(&report);
     let out = work_dir.join("fleet.json");
@@ -167,6 +173,7 @@ fn ingest_all(
                     "--wait",
                     "--json",
                 ])
+                .args(execution_flags(args))
                 .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -260,4 +267,8 @@ fn print_fleet(report: &FleetReport) {
         format!("{:.1}", r.cpu_ms_per_1k_rows_above_idle)
     });
     println!("RATIO fleet / one job (rows/s): {:.2}", report.ratio);
+    println!(
+        "workers' peak RSS (the larger of two): {:.1} MiB",
+        report.workers_peak_rss_mib
+    );
 }

@@ -264,12 +264,7 @@ async fn measure(
         "--wait".into(),
         "--json".into(),
     ];
-    if let Some(chunk_bytes) = args.chunk_bytes {
-        ingest.extend(["--chunk-bytes".to_owned(), chunk_bytes.to_string()]);
-    }
-    if let Some(parallel) = args.parallel {
-        ingest.extend(["--parallel".to_owned(), parallel.to_string()]);
-    }
+    ingest.extend(execution_flags(args));
     let log_start = std::fs::metadata(&args.postgres_log).map(|m| m.len()).ok();
     let idle = idle_cpu_per_second();
     let clickhouse_since = clickhouse_clock(ch).await?;
@@ -496,6 +491,18 @@ fn start_worker(
 }
 
 /// The kernel's high-water mark of the worker's resident memory.
+/// `--chunk-bytes` and `--parallel` for `etlctl ingest`, when the bench was given them.
+fn execution_flags(args: &Args) -> Vec<String> {
+    let mut flags = Vec::new();
+    if let Some(chunk_bytes) = args.chunk_bytes {
+        flags.extend(["--chunk-bytes".to_owned(), chunk_bytes.to_string()]);
+    }
+    if let Some(parallel) = args.parallel {
+        flags.extend(["--parallel".to_owned(), parallel.to_string()]);
+    }
+    flags
+}
+
 fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
