@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sqlx::{
-    PgPool,
+    Connection, PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -89,6 +89,15 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections((config.max_concurrent_activities as u32 + 2).max(4))
             .acquire_timeout(STARTUP_CHECK_TIMEOUT)
+            // A connection keeps its buffers at the largest message it ever carried: a chunk's
+            // catalog write binds megabytes of arrays, so without this every pooled connection
+            // would hold a chunk's worth of memory for good.
+            .after_release(|connection, _| {
+                Box::pin(async move {
+                    connection.shrink_buffers();
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         Ok(Self { pool })
