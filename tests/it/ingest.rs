@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use generator::{GeneratedStats, GeneratorConfig};
+use activities::{
+    chunk::{parse_chunk, parse_header},
+    item_hash::content_hash,
+};
+use generator::{GeneratedStats, GeneratorConfig, NextDay};
 use serde_json::Value;
 
 use crate::harness::{TestEnv, generated, u};
@@ -77,6 +81,80 @@ pub(crate) async fn assert_reconciled(env: &TestEnv, summary: &Value, stats: &Ge
     assert_eq!(ch_items, stats.distinct_valid_skus);
     let ch_observations = observations(env, summary["object"]["key"].as_str().unwrap()).await;
     assert_eq!(ch_observations, stats.rows_valid);
+}
+
+/// A chunk's catalog write goes to Postgres in statements of at most 2,000 rows: one chunk of
+/// 5,000 rows, first as a source's first snapshot (plain inserts, the upsert for the skus it
+/// repeats), then as the next day's (a third of the rows changed, a tenth gone, a tenth new:
+/// the unchanged-item lookup and the upsert), leaves Postgres listing exactly the last file's
+/// items with their content, and ClickHouse agreeing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunk_of_thousands_of_rows_is_written_whole() {
+    let mut env = TestEnv::new("big_chunk").await;
+    env.start_worker();
+    let day = |next_day| GeneratorConfig {
+        rows: 5_000,
+        seed: 73,
+        invalid_per_mille: 0,
+        duplicate_per_mille: 20,
+        next_day,
+        ..GeneratorConfig::default()
+    };
+    let one_chunk = ["--wait", "--chunk-bytes", "67108864"];
+    let (body, stats) = catalog(day(None));
+    env.put("big/day1.csv", body).await;
+    let out = env.ingest("big/day1.csv", &one_chunk);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let summary = out.json();
+    assert_eq!(u(&summary["chunks"]), 1, "{summary}");
+    assert_reconciled(&env, &summary, &stats).await;
+
+    let (body, stats) = catalog(day(Some(NextDay {
+        changed_per_mille: 300,
+        removed_per_mille: 100,
+        added_per_mille: 100,
+    })));
+    env.put("big/day2.csv", body.clone()).await;
+    let out = env.ingest("big/day2.csv", &one_chunk);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let summary = out.json();
+    assert_eq!(summary["status"], "completed", "{summary}");
+    assert_eq!(u(&summary["chunks"]), 1, "{summary}");
+    assert_eq!(u(&summary["rows_valid"]), stats.rows_valid);
+    assert_eq!(u(&summary["items"]), stats.distinct_valid_skus);
+    assert_eq!(summary["reconciliation"]["ok"], true, "{summary}");
+
+    // What the last file says each listed item is: its last row's content.
+    let header_end = body.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let header = parse_header(&body[..header_end]).unwrap();
+    let parsed = parse_chunk(&header, &body[header_end..], 1);
+    let expected: Vec<(String, Vec<u8>)> = parsed
+        .latest_per_sku()
+        .into_iter()
+        .map(|row| (row.item.sku.clone(), content_hash(&row.item).to_vec()))
+        .collect();
+    assert_eq!(expected.len() as u64, stats.distinct_valid_skus);
+    let listed: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT sku, content_hash FROM catalog_items
+         WHERE source = 'cotopaxi' AND delisted_at IS NULL ORDER BY sku COLLATE \"C\"",
+    )
+    .fetch_all(&env.pg)
+    .await
+    .unwrap();
+    let stale = expected.iter().zip(&listed).find(|(e, l)| e != l);
+    assert!(
+        listed.len() == expected.len() && stale.is_none(),
+        "Postgres lists {} items where the file has {}; first difference: {stale:?}",
+        listed.len(),
+        expected.len()
+    );
+    let ch_listed: u64 = env
+        .ch
+        .query("SELECT count() FROM catalog_items FINAL WHERE source = 'cotopaxi'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(ch_listed, stats.distinct_valid_skus);
 }
 
 #[tokio::test]
