@@ -3,10 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Default chunk size: large enough that per-chunk orchestration is a small share of the time,
-/// small enough that a few chunks in flight keep worker memory low.
-pub const DEFAULT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
-pub const DEFAULT_MAX_PARALLEL_CHUNKS: u32 = 4;
+/// Default chunk size and chunks in flight, chosen together: every chunk costs each service a
+/// fixed share (a Temporal activity, a Postgres transaction, two ClickHouse parts to insert and
+/// merge), and a chunk in flight holds its parsed rows (about 40 MiB of worker memory for
+/// 8 MiB). Two 8 MiB chunks spend less CPU than four of 4 MiB in the same wall time and memory
+/// on two cores (README, Benchmark).
+pub const DEFAULT_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
+pub const DEFAULT_MAX_PARALLEL_CHUNKS: u32 = 2;
 pub const DEFAULT_HEARTBEAT_TIMEOUT_SECS: u64 = 30;
 /// A workflow run continues as new past this many history events: far below Temporal's
 /// 10,240-event warning, whatever the number of chunks (about 6 events per chunk).

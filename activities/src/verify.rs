@@ -398,7 +398,7 @@ impl EtlActivities {
             source,
         };
         // Pass 1: a fresh plan of the live object, independent of the one the job stored. Its
-        // chunks are kept (about 40 bytes per 4 MiB of object).
+        // chunks are kept (about 40 bytes per chunk).
         let mut body = self.s3.open_range(bucket, key, etag, 0, None).await?;
         let mut planner = ChunkPlanner::new(DEFAULT_CHUNK_BYTES, max_record_bytes);
         let mut chunks = Vec::new();
