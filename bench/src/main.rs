@@ -490,7 +490,6 @@ fn start_worker(
     }
 }
 
-/// The kernel's high-water mark of the worker's resident memory.
 /// `--chunk-bytes` and `--parallel` for `etlctl ingest`, when the bench was given them.
 fn execution_flags(args: &Args) -> Vec<String> {
     let mut flags = Vec::new();
@@ -503,6 +502,7 @@ fn execution_flags(args: &Args) -> Vec<String> {
     flags
 }
 
+/// The kernel's high-water mark of the worker's resident memory.
 fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
