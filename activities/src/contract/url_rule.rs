@@ -111,23 +111,29 @@ fn plainly_public_http_url(s: &str) -> bool {
     else {
         return false;
     };
-    let host_end = rest
-        .bytes()
-        .position(|b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
+    let bytes = rest.as_bytes();
+    let plain_label = |label: &[u8]| !label.is_empty() && !label.starts_with(b"xn--");
+    let mut label_start = 0;
+    let mut host_end = bytes.len();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'/' | b'?' | b'#' => {
+                host_end = i;
+                break;
+            }
+            b'.' => {
+                if !plain_label(&bytes[label_start..i]) {
+                    return false;
+                }
+                label_start = i + 1;
+            }
+            b'a'..=b'z' | b'0'..=b'9' | b'-' => {}
+            _ => return false,
+        }
+    }
     let host = &rest[..host_end];
-    let plain_label = |label: &str| {
-        !label.is_empty()
-            && !label.starts_with("xn--")
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    host.split('.').all(plain_label)
-        && host
-            .rsplit('.')
-            .next()
-            .is_some_and(|last| last.starts_with(|c: char| c.is_ascii_lowercase()))
+    plain_label(&bytes[label_start..host_end])
+        && bytes[label_start].is_ascii_lowercase()
         && host != "localhost"
         && !host.ends_with(".localhost")
 }

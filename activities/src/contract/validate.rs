@@ -98,16 +98,55 @@ impl Availability {
         if value.is_empty() {
             return None;
         }
+        Some(Self::parse_short_ascii(value).unwrap_or_else(|| Self::parse_any(value)))
+    }
+
+    fn parse_any(value: &str) -> Self {
         let lower = value.to_lowercase();
-        let spelling = ["https://schema.org/", "http://schema.org/"]
+        let key: String = Self::without_schema_prefix(&lower)
+            .chars()
+            .filter(|c| !Self::ignored(*c))
+            .collect();
+        Self::from_key(&key)
+    }
+
+    /// [`Self::parse_any`] for the values nearly every file has (short and ASCII), on the stack:
+    /// every row has this field, and the general path allocates twice. `None` for any other
+    /// value.
+    fn parse_short_ascii(value: &str) -> Option<Self> {
+        const MAX: usize = 64;
+        if value.len() > MAX || !value.is_ascii() {
+            return None;
+        }
+        let mut lower = [0u8; MAX];
+        let lower = &mut lower[..value.len()];
+        lower.copy_from_slice(value.as_bytes());
+        lower.make_ascii_lowercase();
+        let spelling = Self::without_schema_prefix(std::str::from_utf8(lower).ok()?);
+        let mut key = [0u8; MAX];
+        let mut len = 0;
+        for byte in spelling.bytes().filter(|&b| !Self::ignored(char::from(b))) {
+            key[len] = byte;
+            len += 1;
+        }
+        Some(Self::from_key(std::str::from_utf8(&key[..len]).ok()?))
+    }
+
+    fn without_schema_prefix(lower: &str) -> &str {
+        ["https://schema.org/", "http://schema.org/"]
             .iter()
             .find_map(|prefix| lower.strip_prefix(prefix))
-            .unwrap_or(&lower);
-        let key: String = spelling
-            .chars()
-            .filter(|c| !(c.is_whitespace() || matches!(c, '_' | '-')))
-            .collect();
-        Some(match key.as_str() {
+            .unwrap_or(lower)
+    }
+
+    /// Characters a spelling may add or leave out: `In Stock`, `in_stock` and `in-stock` are
+    /// one value.
+    fn ignored(c: char) -> bool {
+        c.is_whitespace() || matches!(c, '_' | '-')
+    }
+
+    fn from_key(key: &str) -> Self {
+        match key {
             "instock"
             | "available"
             | "availablenow"
@@ -129,7 +168,7 @@ impl Availability {
             "preorder" | "presale" | "backorder" | "backordered" => Self::Preorder,
             "discontinued" | "nolongeravailable" => Self::Discontinued,
             _ => Self::Unknown,
-        })
+        }
     }
 }
 
@@ -459,6 +498,23 @@ fn parse_plain_decimal(s: &str) -> Result<Decimal, NumberError> {
         "" => "0",
         significant => significant,
     };
+    // Up to 19 digits fit a u64 mantissa: built directly, without the text round trip of the
+    // general path (every price and weight goes through here).
+    if int.len() + frac.len() <= 19 {
+        let mantissa = int
+            .bytes()
+            .chain(frac.bytes())
+            .fold(0u64, |m, digit| m * 10 + u64::from(digit - b'0'));
+        return Ok(Decimal::from_i128_with_scale(
+            i128::from(mantissa),
+            frac.len() as u32,
+        ));
+    }
+    parse_significant_decimal(int, frac)
+}
+
+/// `int` without leading zeros (or `0`) and `frac`, both all digits.
+fn parse_significant_decimal(int: &str, frac: &str) -> Result<Decimal, NumberError> {
     let canonical = if frac.is_empty() {
         Cow::Borrowed(int)
     } else {
@@ -1293,12 +1349,66 @@ mod tests {
             prop_assert!(full.len() <= RAW_RECORD_LIMIT || text.len() > RAW_RECORD_LIMIT - 4);
         }
 
+        /// The stack path decides every short ASCII value as the general one does.
+        #[test]
+        fn short_ascii_availability_is_read_as_any_other(
+            prefix in prop::sample::select(vec!["", "https://schema.org/", "HTTP://Schema.org/", "http://"]),
+            key in prop::sample::select(vec!["instock", "limitedavailability", "outofstock",
+                "temporarilyoutofstock", "no", "preorder", "nolongeravailable", "other"]),
+            upper in prop::collection::vec(any::<bool>(), 21),
+            gaps in prop::collection::vec(prop::sample::select(vec![
+                "", "", "", " ", "_", "-", "\t", "\x0b", "\x0c", "\r", "\n", "  ", "/", "."]), 22),
+        ) {
+            // A known spelling with random case and random separators between its letters.
+            let mut body = String::from(gaps[0]);
+            for (i, c) in key.chars().enumerate() {
+                body.push(if upper[i] { c.to_ascii_uppercase() } else { c });
+                body.push_str(gaps[i + 1]);
+            }
+            let value = format!("{prefix}{body}");
+            prop_assert_eq!(
+                Availability::parse_short_ascii(&value),
+                (value.len() <= 64).then(|| Availability::parse_any(&value))
+            );
+        }
+
+        /// The fast path keeps the general path's value and scale, and its errors.
+        #[test]
+        fn short_plain_decimals_are_read_as_long_ones(
+            int in "0{0,3}[0-9]{0,19}",
+            frac in prop::option::of("[0-9]{0,19}"),
+        ) {
+            let text = match &frac {
+                Some(frac) => format!("{int}.{frac}"),
+                None => int.clone(),
+            };
+            let fast = parse_plain_decimal(&text);
+            let general = parse_plain_decimal_any(&text);
+            prop_assert_eq!(fast, general);
+            if let (Ok(fast), Ok(general)) = (fast, general) {
+                prop_assert_eq!(fast.scale(), general.scale());
+            }
+        }
+
         #[test]
         fn prices_round_trip(units in 0u64..10_000_000, cents in 0u64..100) {
             let plain = format!("{units}.{cents:02}");
             let parsed = parse_price(&plain).map_err(TestCaseError::fail)?;
             prop_assert_eq!(parsed.to_string(), plain);
         }
+    }
+
+    /// The text path alone, for any number of digits.
+    fn parse_plain_decimal_any(s: &str) -> Result<Decimal, NumberError> {
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        if int.is_empty() && frac.is_empty() {
+            return Err(NumberError::NotANumber);
+        }
+        let int = match int.trim_start_matches('0') {
+            "" => "0",
+            significant => significant,
+        };
+        parse_significant_decimal(int, frac)
     }
 
     #[test]
