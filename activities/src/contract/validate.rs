@@ -254,11 +254,13 @@ pub fn validate_record(header: &Header, record: &ByteRecord) -> Result<ValidItem
     }
 
     let mut errors = Vec::new();
+    // One search of the whole record instead of one per field: NUL bytes are rare.
+    let has_nul = record.as_slice().contains(&0);
     let fields: Vec<Option<Cow<'_, str>>> = header
         .columns()
         .iter()
         .zip(record)
-        .map(|(column, raw)| match decode(raw) {
+        .map(|(column, raw)| match decode(raw, has_nul) {
             Ok(text) => Some(text),
             Err(offset) => {
                 errors.push(FieldError::new(
@@ -338,8 +340,8 @@ pub fn validate_record(header: &Header, record: &ByteRecord) -> Result<ValidItem
 
 /// Removes NUL bytes (Postgres text cannot hold them), then decodes UTF-8; on failure returns the
 /// offset of the first bad byte in the NUL-free field.
-fn decode(raw: &[u8]) -> Result<Cow<'_, str>, usize> {
-    if raw.contains(&0) {
+fn decode(raw: &[u8], record_has_nul: bool) -> Result<Cow<'_, str>, usize> {
+    if record_has_nul && raw.contains(&0) {
         String::from_utf8(raw.iter().copied().filter(|&b| b != 0).collect())
             .map(Cow::Owned)
             .map_err(|e| e.utf8_error().valid_up_to())
