@@ -22,6 +22,13 @@ use temporalio_sdk::{
 };
 use workflows::{CatalogIngest, JobWatchdog, Reconcile, Retention, SourceIngest};
 
+/// A chunk parses into about 160,000 small allocations that are all freed together when it is
+/// done; glibc's allocator spent 7-10% of the worker's CPU in `malloc`, `free` and
+/// `malloc_consolidate`. With jemalloc, paired runs measured the worker's CPU 10% lower and
+/// its peak RSS 5-8 MiB higher (mimalloc, tried before, raised it by 100 MiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod logging;
 
 /// The SDK's metrics and the project's on one Prometheus endpoint. Counters keep the names
