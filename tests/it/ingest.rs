@@ -108,6 +108,23 @@ async fn a_chunk_of_thousands_of_rows_is_written_whole() {
     let summary = out.json();
     assert_eq!(u(&summary["chunks"]), 1, "{summary}");
     assert_reconciled(&env, &summary, &stats).await;
+    // Every field went in as the worker's digest of it says (the first snapshot's rows are
+    // copied in binary): Postgres' own digest of each stored row is the stored one.
+    let misdigested: Vec<String> = sqlx::query_scalar(
+        "SELECT sku FROM catalog_items WHERE source = 'cotopaxi'
+           AND digest IS DISTINCT FROM catalog_item_digest(sku, name, brand, category,
+               description, price, currency, weight_grams, availability, product_url,
+               image_urls, attributes, delisted_at IS NOT NULL, version_modified_at,
+               version_key, version_etag, version_row)
+         ORDER BY sku LIMIT 5",
+    )
+    .fetch_all(&env.pg)
+    .await
+    .unwrap();
+    assert!(
+        misdigested.is_empty(),
+        "stored rows differ from their digest: {misdigested:?}"
+    );
 
     let (body, stats) = catalog(day(Some(NextDay {
         changed_per_mille: 300,

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{ObjectVersion, PgStore, parse_job_id};
+use super::{ObjectVersion, PgStore, new_rows::NewRows, parse_job_id};
 use crate::{
     chunk::{ParsedChunk, ValidRow},
     contract::FieldError,
@@ -36,7 +36,7 @@ pub enum CatalogWrite {
     Forward,
     /// The source's first snapshot (no item of the source existed when the job was planned):
     /// the rows of skus the object mentions once are new and this chunk's alone, so they are
-    /// inserted without the conflict handling of an upsert (its check of the key before each
+    /// copied in (`COPY`, binary) without the conflict handling of an upsert (its check of the key before each
     /// row, and the confirming WAL record after it); the others are upserted as `Forward`. A
     /// row that exists after all (a concurrent job of the source wrote it) rolls that insert
     /// back to its savepoint, and the chunk writes every row as `Forward`.
@@ -252,7 +252,7 @@ pub(super) async fn upsert_items(
             .copied()
             .partition(|(row, _)| always.contains(row.item.sku.as_str()));
         if let Some(mut written) = insert_new(tx, &once, source, version, job_id).await? {
-            let forward = Some((false, repeated.as_slice()));
+            let forward = (false, repeated.as_slice());
             written.extend(write_rows(tx, &shared, source, version, job_id, forward).await?);
             written.sort_by(|a, b| a.sku.cmp(&b.sku));
             return Ok(written);
@@ -261,11 +261,11 @@ pub(super) async fn upsert_items(
     // A snapshot leaves an unchanged row alone even when it reaches the conflict (another
     // object's chunk wrote it meanwhile), unless the object mentions the sku more than once;
     // any other object moves it forward.
-    let move_forward = Some((mode == CatalogWrite::Snapshot, repeated.as_slice()));
+    let move_forward = (mode == CatalogWrite::Snapshot, repeated.as_slice());
     Ok(write_rows(tx, &latest, source, version, job_id, move_forward).await?)
 }
 
-/// Inserts rows expected to be new, inside a savepoint. `None` when one of them exists after
+/// Inserts rows expected to be new (with `COPY`: [`NewRows`]), inside a savepoint. `None` when one of them exists after
 /// all: the insert is rolled back and the caller upserts instead.
 async fn insert_new(
     tx: &mut Transaction<'_, Postgres>,
@@ -280,7 +280,12 @@ async fn insert_new(
     sqlx::query("SAVEPOINT first_write")
         .execute(&mut **tx)
         .await?;
-    match write_rows(tx, rows, source, version, job_id, None).await {
+    let new_rows = NewRows {
+        source,
+        version,
+        job_id,
+    };
+    match new_rows.copy(tx, rows).await {
         Ok(written) => Ok(Some(written)),
         Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
             tracing::info!("a first snapshot's chunk met an existing item ({err}); it upserts");
@@ -298,29 +303,26 @@ async fn insert_new(
 /// rows) made those two copies a third of the memory a chunk in flight holds.
 const WRITE_BATCH_ROWS: usize = 2_000;
 
-/// Writes `rows` as new catalog rows, one statement per `WRITE_BATCH_ROWS` in their (sku)
-/// order, so the row locks are taken in the same order as by one statement: a plain insert,
-/// or with `move_forward` ($21: a snapshot leaves unchanged rows alone; $22: the skus the
-/// object repeats) the upsert.
+/// Upserts `rows`, one statement per `WRITE_BATCH_ROWS` in their (sku) order, so the row locks
+/// are taken in the same order as by one statement. `move_forward`: $21, a snapshot leaves
+/// unchanged rows alone; $22, the skus the object repeats.
 async fn write_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[(&ValidRow, [u8; 16])],
     source: &str,
     version: &ObjectVersion,
     job_id: uuid::Uuid,
-    move_forward: Option<(bool, &[&str])>,
+    move_forward: (bool, &[&str]),
 ) -> Result<Vec<WrittenItem>, sqlx::Error> {
-    let sql = match move_forward {
-        Some(_) => format!("{INSERT_ROWS} {MOVE_FORWARD} {RETURNING_WRITTEN}"),
-        None => format!("{INSERT_ROWS} {RETURNING_WRITTEN}"),
-    };
+    let sql = format!("{INSERT_ROWS} {MOVE_FORWARD} {RETURNING_WRITTEN}");
+    let (unchanged_stays, repeated) = move_forward;
     let mut written = Vec::with_capacity(rows.len());
     for batch in rows.chunks(WRITE_BATCH_ROWS) {
         let columns = RowColumns::of(batch, version);
-        let mut query = columns.bind(sqlx::query(&sql), source, version, job_id);
-        if let Some((unchanged_stays, repeated)) = move_forward {
-            query = query.bind(unchanged_stays).bind(repeated);
-        }
+        let query = columns
+            .bind(sqlx::query(&sql), source, version, job_id)
+            .bind(unchanged_stays)
+            .bind(repeated);
         written.extend(written_items(&query.fetch_all(&mut **tx).await?));
     }
     Ok(written)

@@ -8,6 +8,7 @@ mod catalog;
 mod chunks;
 mod completion;
 mod jobs;
+mod new_rows;
 
 use std::str::FromStr;
 
