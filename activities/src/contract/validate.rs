@@ -337,9 +337,10 @@ pub fn validate_record(header: &Header, record: &ByteRecord) -> Result<ValidItem
 }
 
 /// Each field of `record` as [`decode`] gives it, with one search for NUL bytes and one UTF-8
-/// check of the whole record instead of one per field (NUL bytes and bad bytes are rare, and
-/// a check per field cost more in calls than in bytes). A field of a valid, NUL-free record is valid when it starts and ends on
-/// character boundaries, which `str::get` checks; any other field takes `decode`.
+/// check of the whole record instead of one per field (NUL bytes and bad bytes are rare, and a
+/// check per field cost more in calls than in bytes). A field of a valid, NUL-free record is
+/// valid when it starts and ends on character boundaries, which `str::get` checks; any other
+/// field (rare: its record has a NUL or a bad byte) takes `decode`.
 fn decode_fields(record: &ByteRecord) -> impl Iterator<Item = Result<Cow<'_, str>, usize>> {
     let has_nul = record.as_slice().contains(&0);
     let whole = if has_nul {
@@ -350,15 +351,15 @@ fn decode_fields(record: &ByteRecord) -> impl Iterator<Item = Result<Cow<'_, str
     record.iter().enumerate().map(move |(index, raw)| {
         match whole.and_then(|whole| whole.get(record.range(index)?)) {
             Some(text) => Ok(Cow::Borrowed(text)),
-            None => decode(raw, has_nul),
+            None => decode(raw),
         }
     })
 }
 
 /// Removes NUL bytes (Postgres text cannot hold them), then decodes UTF-8; on failure returns the
 /// offset of the first bad byte in the NUL-free field.
-fn decode(raw: &[u8], record_has_nul: bool) -> Result<Cow<'_, str>, usize> {
-    if record_has_nul && raw.contains(&0) {
+fn decode(raw: &[u8]) -> Result<Cow<'_, str>, usize> {
+    if raw.contains(&0) {
         String::from_utf8(raw.iter().copied().filter(|&b| b != 0).collect())
             .map(Cow::Owned)
             .map_err(|e| e.utf8_error().valid_up_to())
@@ -1377,7 +1378,8 @@ mod tests {
         /// The stack path decides every short ASCII value as the general one does.
         #[test]
         fn short_ascii_availability_is_read_as_any_other(
-            prefix in prop::sample::select(vec!["", "https://schema.org/", "HTTP://Schema.org/", "http://"]),
+            prefix in prop::sample::select(
+                vec!["", "https://schema.org/", "HTTP://Schema.org/", "http://"]),
             key in prop::sample::select(vec!["instock", "limitedavailability", "outofstock",
                 "temporarilyoutofstock", "no", "preorder", "nolongeravailable", "other"]),
             upper in prop::collection::vec(any::<bool>(), 21),
@@ -1411,7 +1413,7 @@ mod tests {
         ) {
             let record = ByteRecord::from(fields.clone());
             let whole: Vec<_> = decode_fields(&record).collect();
-            let alone: Vec<_> = fields.iter().map(|raw| decode(raw, true)).collect();
+            let alone: Vec<_> = fields.iter().map(|raw| decode(raw)).collect();
             prop_assert_eq!(whole, alone);
         }
 

@@ -36,10 +36,10 @@ pub enum CatalogWrite {
     Forward,
     /// The source's first snapshot (no item of the source existed when the job was planned):
     /// the rows of skus the object mentions once are new and this chunk's alone, so they are
-    /// copied in (`COPY`, binary) without the conflict handling of an upsert (its check of the key before each
-    /// row, and the confirming WAL record after it); the others are upserted as `Forward`. A
-    /// row that exists after all (a concurrent job of the source wrote it) rolls that insert
-    /// back to its savepoint, and the chunk writes every row as `Forward`.
+    /// copied in (`COPY`, binary) without the conflict handling of an upsert (its check of the
+    /// key before each row, and the confirming WAL record after it); the others are upserted
+    /// as `Forward`. A row that exists after all (a concurrent job of the source wrote it)
+    /// rolls that copy back to its savepoint, and the chunk writes every row as `Forward`.
     New,
 }
 
@@ -265,8 +265,8 @@ pub(super) async fn upsert_items(
     Ok(write_rows(tx, &latest, source, version, job_id, move_forward).await?)
 }
 
-/// Inserts rows expected to be new (with `COPY`: [`NewRows`]), inside a savepoint. `None` when one of them exists after
-/// all: the insert is rolled back and the caller upserts instead.
+/// Inserts rows expected to be new (with `COPY`: [`NewRows`]), inside a savepoint. `None` when
+/// one of them exists after all: the copy is rolled back and the caller upserts instead.
 async fn insert_new(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[(&ValidRow, [u8; 16])],

@@ -9,7 +9,6 @@
 //! revisions are drawn from `catalog_revision` first, one per row, as the insert's
 //! `nextval` did.
 
-use chrono::{DateTime, Utc};
 use sqlx::{Encode, Postgres, Transaction, encode::IsNull, postgres::PgArgumentBuffer};
 
 use super::{ObjectVersion, catalog::WrittenItem};
@@ -109,7 +108,7 @@ impl NewRows<'_> {
         field(data, item.product_url.as_str())?;
         field(data, item.image_urls.as_slice())?;
         jsonb_field(data, &item.attributes)?;
-        field::<DateTime<Utc>>(data, version.modified_at)?;
+        field(data, version.modified_at)?;
         field(data, version.key.as_str())?;
         field(data, version.etag.as_str())?;
         field(data, version_row)?;
