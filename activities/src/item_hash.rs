@@ -18,7 +18,10 @@ use chrono::{DateTime, Utc};
 use md5::{Digest as _, Md5};
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::contract::ValidItem;
+use crate::{
+    contract::ValidItem,
+    hash_lanes::{blake3_many, md5_many},
+};
 
 /// Millionths, rounded half away from zero as Postgres' `round(x, 6)` does: ClickHouse stores
 /// prices as `Decimal(18, 6)`, and digests compare prices and weights in this unit. Prices are
@@ -178,9 +181,34 @@ fn digest_text(row: &DigestFields<'_>) -> String {
 
 /// The reconcile digest of a catalog row (lower-case hex md5).
 pub fn catalog_digest(row: &DigestFields<'_>) -> String {
+    digest_hex(Md5::digest(digest_text(row).as_bytes()).into())
+}
+
+/// [`catalog_digest`] of each row, in order: many rows' texts are hashed at once
+/// ([`crate::hash_lanes`]), a group of them at a time, so only a group's texts are held.
+pub fn catalog_digests<'a>(rows: impl IntoIterator<Item = DigestFields<'a>>) -> Vec<String> {
+    const GROUP: usize = 64;
+    let rows = rows.into_iter();
+    let mut digests = Vec::with_capacity(rows.size_hint().0);
+    let mut texts: Vec<String> = Vec::with_capacity(GROUP);
+    let hash_texts = |texts: &mut Vec<String>, digests: &mut Vec<String>| {
+        let messages: Vec<&[u8]> = texts.iter().map(String::as_bytes).collect();
+        digests.extend(md5_many(&messages).into_iter().map(digest_hex));
+        texts.clear();
+    };
+    for row in rows {
+        texts.push(digest_text(&row));
+        if texts.len() == GROUP {
+            hash_texts(&mut texts, &mut digests);
+        }
+    }
+    hash_texts(&mut texts, &mut digests);
+    digests
+}
+
+fn digest_hex(md5: [u8; 16]) -> String {
     let mut hex = [0u8; 32];
-    hex::encode_to_slice(Md5::digest(digest_text(row).as_bytes()), &mut hex)
-        .expect("32 hex digits hold 16 bytes");
+    hex::encode_to_slice(md5, &mut hex).expect("32 hex digits hold 16 bytes");
     String::from_utf8(hex.to_vec()).expect("hex digits are ASCII")
 }
 
@@ -220,6 +248,38 @@ fn hash_number(encoding: &mut Vec<u8>, value: Option<Decimal>) {
 /// more per call than hashing a short field's bytes, and an item has some forty fields and
 /// separators. The bytes are the ones the streaming form fed it, so stored hashes stay valid.
 pub fn content_hash(item: &ValidItem) -> [u8; 16] {
+    first_16(blake3::hash(&content_encoding(item)).as_bytes())
+}
+
+/// [`content_hash`] of each item, in order: many items' encodings are hashed at once
+/// ([`crate::hash_lanes`]), a group of them at a time, so only a group's encodings are held.
+pub fn content_hashes<'a>(items: impl IntoIterator<Item = &'a ValidItem>) -> Vec<[u8; 16]> {
+    const GROUP: usize = 64;
+    let items = items.into_iter();
+    let mut hashes = Vec::with_capacity(items.size_hint().0);
+    let mut encodings: Vec<Vec<u8>> = Vec::with_capacity(GROUP);
+    let hash_encodings = |encodings: &mut Vec<Vec<u8>>, hashes: &mut Vec<[u8; 16]>| {
+        let messages: Vec<&[u8]> = encodings.iter().map(Vec::as_slice).collect();
+        hashes.extend(blake3_many(&messages).iter().map(first_16));
+        encodings.clear();
+    };
+    for item in items {
+        encodings.push(content_encoding(item));
+        if encodings.len() == GROUP {
+            hash_encodings(&mut encodings, &mut hashes);
+        }
+    }
+    hash_encodings(&mut encodings, &mut hashes);
+    hashes
+}
+
+fn first_16(hash: &[u8; 32]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hash[..16]);
+    out
+}
+
+fn content_encoding(item: &ValidItem) -> Vec<u8> {
     let text_len = item.sku.len()
         + item.name.len()
         + item.brand.as_ref().map_or(0, String::len)
@@ -254,9 +314,7 @@ pub fn content_hash(item: &ValidItem) -> [u8; 16] {
         hash_field(&mut encoding, Some(name));
         hash_field(&mut encoding, Some(value));
     }
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&blake3::hash(&encoding).as_bytes()[..16]);
-    out
+    encoding
 }
 
 /// The mention hash of a sku field as read (see the module's documentation).
@@ -321,6 +379,34 @@ mod tests {
             ..DigestFields::of_item(&item, at, "k.csv", "\"e\"", 7)
         };
         assert_ne!(catalog_digest(&delisted), expected);
+    }
+
+    /// Rows of a generated chunk, several groups of them: each digest and content hash is its
+    /// row's.
+    #[test]
+    fn digests_and_hashes_in_groups_are_each_rows_own() {
+        use generator::{GeneratorConfig, write_catalog};
+        let mut object = Vec::new();
+        let config = GeneratorConfig {
+            rows: 300,
+            ..Default::default()
+        };
+        write_catalog(&config, &mut object).unwrap();
+        let header_end = object.iter().position(|&b| b == b'\n').unwrap();
+        let header = crate::chunk::parse_header(&object[..header_end]).unwrap();
+        let parsed = crate::chunk::parse_chunk(&header, &object[header_end + 1..], 2);
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let rows = || {
+            parsed.valid.iter().map(|row| {
+                DigestFields::of_item(&row.item, at, "k.csv", "\"e\"", row.row_number as i64)
+            })
+        };
+        let one_by_one: Vec<String> = rows().map(|row| catalog_digest(&row)).collect();
+        assert!(one_by_one.len() > 200, "{}", one_by_one.len());
+        assert_eq!(catalog_digests(rows()), one_by_one);
+        let items = || parsed.valid.iter().map(|row| &row.item);
+        let hashes: Vec<[u8; 16]> = items().map(content_hash).collect();
+        assert_eq!(content_hashes(items()), hashes);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod chunk_protocol;
 pub mod config;
 pub mod contract;
 pub mod error;
+pub mod hash_lanes;
 pub mod item_hash;
 pub mod job_protocol;
 pub mod metrics;

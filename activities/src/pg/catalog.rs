@@ -17,7 +17,7 @@ use crate::{
     chunk::{ParsedChunk, ValidRow},
     contract::FieldError,
     error::EtlError,
-    item_hash::{DigestFields, catalog_digest, content_hash},
+    item_hash::{DigestFields, catalog_digests, content_hashes},
     model::CatalogSide,
 };
 
@@ -229,10 +229,8 @@ pub(super) async fn upsert_items(
         return Ok(Vec::new());
     }
     debug_assert!(latest.windows(2).all(|w| w[0].item.sku < w[1].item.sku));
-    let mut latest: Vec<(&ValidRow, [u8; 16])> = latest
-        .iter()
-        .map(|&row| (row, content_hash(&row.item)))
-        .collect();
+    let hashes = content_hashes(latest.iter().map(|row| &row.item));
+    let mut latest: Vec<(&ValidRow, [u8; 16])> = latest.iter().copied().zip(hashes).collect();
     if mode == CatalogWrite::Snapshot && !latest.is_empty() {
         let changed = changed_skus(tx, source, &latest).await?;
         latest.retain(|(row, _)| {
@@ -366,7 +364,15 @@ impl<'a> RowColumns<'a> {
             attributes: Vec::with_capacity(n),
             row_number: Vec::with_capacity(n),
             hash: Vec::with_capacity(n),
-            digest: Vec::with_capacity(n),
+            digest: catalog_digests(latest.iter().map(|(row, _)| {
+                DigestFields::of_item(
+                    &row.item,
+                    version.modified_at,
+                    &version.key,
+                    &version.etag,
+                    row.row_number as i64,
+                )
+            })),
         };
         for (row, content) in latest {
             let item = &row.item;
@@ -388,13 +394,6 @@ impl<'a> RowColumns<'a> {
                 .push(serde_json::to_string(&item.attributes).unwrap_or_else(|_| "{}".into()));
             columns.row_number.push(row.row_number as i64);
             columns.hash.push(content.as_slice());
-            columns.digest.push(catalog_digest(&DigestFields::of_item(
-                item,
-                version.modified_at,
-                &version.key,
-                &version.etag,
-                row.row_number as i64,
-            )));
         }
         columns
     }

@@ -14,7 +14,7 @@ use sqlx::{Encode, Postgres, Transaction, encode::IsNull, postgres::PgArgumentBu
 use super::{ObjectVersion, catalog::WrittenItem};
 use crate::{
     chunk::ValidRow,
-    item_hash::{DigestFields, catalog_digest},
+    item_hash::{DigestFields, catalog_digests},
 };
 
 /// The columns the rows carry, in the order each row's fields are written; the others take
@@ -59,8 +59,11 @@ impl NewRows<'_> {
             .chunks(ROWS_PER_SEND)
             .zip(revisions.chunks(ROWS_PER_SEND))
         {
-            for (&(row, content_hash), &revision) in batch.iter().zip(revisions) {
-                let digest = self.encode_row(&mut data, row, &content_hash, revision)?;
+            let digests = catalog_digests(batch.iter().map(|&(row, _)| self.digest_fields(row)));
+            for ((&(row, content_hash), &revision), digest) in
+                batch.iter().zip(revisions).zip(digests)
+            {
+                self.encode_row(&mut data, row, &content_hash, &digest, revision)?;
                 written.push(WrittenItem {
                     sku: row.item.sku.clone(),
                     revision,
@@ -76,24 +79,28 @@ impl NewRows<'_> {
         Ok(written)
     }
 
-    /// Appends one row's tuple; returns its digest.
+    fn digest_fields<'a>(&'a self, row: &'a ValidRow) -> DigestFields<'a> {
+        DigestFields::of_item(
+            &row.item,
+            self.version.modified_at,
+            &self.version.key,
+            &self.version.etag,
+            row.row_number as i64,
+        )
+    }
+
+    /// Appends one row's tuple.
     fn encode_row(
         &self,
         data: &mut PgArgumentBuffer,
         row: &ValidRow,
         content_hash: &[u8; 16],
+        digest: &str,
         revision: i64,
-    ) -> Result<String, sqlx::Error> {
+    ) -> Result<(), sqlx::Error> {
         let item = &row.item;
         let version = self.version;
         let version_row = row.row_number as i64;
-        let digest = catalog_digest(&DigestFields::of_item(
-            item,
-            version.modified_at,
-            &version.key,
-            &version.etag,
-            version_row,
-        ));
         data.extend_from_slice(&FIELDS_PER_ROW.to_be_bytes());
         field(data, self.source)?;
         field(data, item.sku.as_str())?;
@@ -113,11 +120,11 @@ impl NewRows<'_> {
         field(data, version.etag.as_str())?;
         field(data, version_row)?;
         field(data, content_hash.as_slice())?;
-        field(data, digest.as_str())?;
+        field(data, digest)?;
         field(data, self.job_id)?;
         field(data, self.job_id)?;
         field(data, revision)?;
-        Ok(digest)
+        Ok(())
     }
 }
 
