@@ -122,6 +122,24 @@ pub struct WrittenRow<'a> {
     pub digest: &'a str,
 }
 
+/// The deduplication token of a block of catalog rows: the source and each row's (sku,
+/// revision). Postgres draws a new revision for every write of an item, so a revision names
+/// one state of its row (fields, listing, version, job), and two blocks with the same token
+/// hold the same rows: ClickHouse drops the second as it dropped a block with the same bytes
+/// (a retried or zombie copy), without hashing the block's rows itself (measured: 13% of the
+/// catalog insert's CPU).
+fn catalog_token<'a>(source: &str, rows: impl Iterator<Item = (&'a str, i64)>) -> String {
+    let mut names = Vec::with_capacity(64 * 1024);
+    names.extend_from_slice(&(source.len() as u64).to_le_bytes());
+    names.extend_from_slice(source.as_bytes());
+    for (sku, revision) in rows {
+        names.extend_from_slice(&(sku.len() as u64).to_le_bytes());
+        names.extend_from_slice(sku.as_bytes());
+        names.extend_from_slice(&revision.to_le_bytes());
+    }
+    format!("items:{}", blake3::hash(&names).to_hex())
+}
+
 fn attributes_json<T: Serialize>(attributes: &T) -> String {
     serde_json::to_string(attributes).unwrap_or_else(|_| "{}".to_owned())
 }
@@ -384,6 +402,18 @@ impl ChStore {
         Ok(())
     }
 
+    async fn catalog_insert(
+        &self,
+        token: &str,
+    ) -> Result<clickhouse::insert::Insert<ItemRow<'_>>, EtlError> {
+        Ok(self
+            .client
+            .insert::<ItemRow<'_>>("catalog_items")
+            .await?
+            .with_option("insert_deduplication_token", token)
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT)))
+    }
+
     /// Copies catalog rows a chunk wrote, from the parsed items and Postgres' revisions.
     pub async fn insert_written_items(
         &self,
@@ -395,11 +425,12 @@ impl ChStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self
-            .client
-            .insert::<ItemRow<'_>>("catalog_items")
-            .await?
-            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        let token = catalog_token(
+            source,
+            rows.iter()
+                .map(|written| (written.row.item.sku.as_str(), written.revision)),
+        );
+        let mut insert = self.catalog_insert(&token).await?;
         for written in rows {
             let item = &written.row.item;
             insert
@@ -442,11 +473,11 @@ impl ChStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self
-            .client
-            .insert::<ItemRow<'_>>("catalog_items")
-            .await?
-            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        let token = catalog_token(
+            source,
+            rows.iter().map(|row| (row.sku.as_str(), row.revision)),
+        );
+        let mut insert = self.catalog_insert(&token).await?;
         for row in rows {
             let attributes: std::collections::BTreeMap<String, String> =
                 serde_json::from_value(row.attributes.clone()).unwrap_or_default();
@@ -666,5 +697,21 @@ mod tests {
         assert!(parse_version("23.8.1").unwrap() >= MIN_VERSION);
         assert!(parse_version("18.16.1").unwrap() < MIN_VERSION);
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn a_catalog_token_names_the_rows_states() {
+        let token =
+            |source: &str, rows: &[(&str, i64)]| catalog_token(source, rows.iter().copied());
+        let rows = [("A-1", 7), ("B-2", 9)];
+        assert_eq!(token("s", &rows), token("s", &rows));
+        for other in [
+            token("t", &rows),
+            token("s", &[("A-1", 7), ("B-2", 10)]),
+            token("s", &[("A-1", 7)]),
+            token("s", &[("A-1", 7), ("B", 9)]),
+        ] {
+            assert_ne!(other, token("s", &rows));
+        }
     }
 }
