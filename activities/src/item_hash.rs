@@ -179,31 +179,45 @@ fn digest_text(row: &DigestFields<'_>) -> String {
     text
 }
 
-/// The reconcile digest of a catalog row (lower-case hex md5).
+/// The reconcile digest of a catalog row (lower-case hex md5). The worker computes many at
+/// once ([`catalog_digests`]); this is one row's, by definition the same.
 pub fn catalog_digest(row: &DigestFields<'_>) -> String {
     digest_hex(Md5::digest(digest_text(row).as_bytes()).into())
 }
 
-/// [`catalog_digest`] of each row, in order: many rows' texts are hashed at once
-/// ([`crate::hash_lanes`]), a group of them at a time, so only a group's texts are held.
+/// [`catalog_digest`] of each row, in order.
 pub fn catalog_digests<'a>(rows: impl IntoIterator<Item = DigestFields<'a>>) -> Vec<String> {
+    in_groups(
+        rows,
+        |row| digest_text(&row).into_bytes(),
+        |messages| md5_many(messages).into_iter().map(digest_hex).collect(),
+    )
+}
+
+/// Hashes each item's message (`encode`), many at once ([`crate::hash_lanes`]): `hash_many`
+/// takes a group's messages, so only a group's are held at a time.
+fn in_groups<T, H>(
+    items: impl IntoIterator<Item = T>,
+    encode: impl Fn(T) -> Vec<u8>,
+    hash_many: impl Fn(&[&[u8]]) -> Vec<H>,
+) -> Vec<H> {
     const GROUP: usize = 64;
-    let rows = rows.into_iter();
-    let mut digests = Vec::with_capacity(rows.size_hint().0);
-    let mut texts: Vec<String> = Vec::with_capacity(GROUP);
-    let hash_texts = |texts: &mut Vec<String>, digests: &mut Vec<String>| {
-        let messages: Vec<&[u8]> = texts.iter().map(String::as_bytes).collect();
-        digests.extend(md5_many(&messages).into_iter().map(digest_hex));
-        texts.clear();
+    let items = items.into_iter();
+    let mut hashes = Vec::with_capacity(items.size_hint().0);
+    let mut group: Vec<Vec<u8>> = Vec::with_capacity(GROUP);
+    let hash_group = |group: &mut Vec<Vec<u8>>, hashes: &mut Vec<H>| {
+        let messages: Vec<&[u8]> = group.iter().map(Vec::as_slice).collect();
+        hashes.extend(hash_many(&messages));
+        group.clear();
     };
-    for row in rows {
-        texts.push(digest_text(&row));
-        if texts.len() == GROUP {
-            hash_texts(&mut texts, &mut digests);
+    for item in items {
+        group.push(encode(item));
+        if group.len() == GROUP {
+            hash_group(&mut group, &mut hashes);
         }
     }
-    hash_texts(&mut texts, &mut digests);
-    digests
+    hash_group(&mut group, &mut hashes);
+    hashes
 }
 
 fn digest_hex(md5: [u8; 16]) -> String {
@@ -247,30 +261,17 @@ fn hash_number(encoding: &mut Vec<u8>, value: Option<Decimal>) {
 /// The encoding is built whole and hashed in one call: BLAKE3's incremental `update` costs
 /// more per call than hashing a short field's bytes, and an item has some forty fields and
 /// separators. The bytes are the ones the streaming form fed it, so stored hashes stay valid.
+/// The worker hashes many items at once ([`content_hashes`]); this is one item's, by
+/// definition the same.
 pub fn content_hash(item: &ValidItem) -> [u8; 16] {
     first_16(blake3::hash(&content_encoding(item)).as_bytes())
 }
 
-/// [`content_hash`] of each item, in order: many items' encodings are hashed at once
-/// ([`crate::hash_lanes`]), a group of them at a time, so only a group's encodings are held.
+/// [`content_hash`] of each item, in order.
 pub fn content_hashes<'a>(items: impl IntoIterator<Item = &'a ValidItem>) -> Vec<[u8; 16]> {
-    const GROUP: usize = 64;
-    let items = items.into_iter();
-    let mut hashes = Vec::with_capacity(items.size_hint().0);
-    let mut encodings: Vec<Vec<u8>> = Vec::with_capacity(GROUP);
-    let hash_encodings = |encodings: &mut Vec<Vec<u8>>, hashes: &mut Vec<[u8; 16]>| {
-        let messages: Vec<&[u8]> = encodings.iter().map(Vec::as_slice).collect();
-        hashes.extend(blake3_many(&messages).iter().map(first_16));
-        encodings.clear();
-    };
-    for item in items {
-        encodings.push(content_encoding(item));
-        if encodings.len() == GROUP {
-            hash_encodings(&mut encodings, &mut hashes);
-        }
-    }
-    hash_encodings(&mut encodings, &mut hashes);
-    hashes
+    in_groups(items, content_encoding, |messages| {
+        blake3_many(messages).iter().map(first_16).collect()
+    })
 }
 
 fn first_16(hash: &[u8; 32]) -> [u8; 16] {
