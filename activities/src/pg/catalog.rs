@@ -326,6 +326,22 @@ async fn write_rows(
     Ok(written)
 }
 
+/// The catalog digests of rows written from `version`, in order.
+pub(super) fn written_digests<'a>(
+    rows: impl Iterator<Item = &'a ValidRow>,
+    version: &ObjectVersion,
+) -> Vec<String> {
+    catalog_digests(rows.map(|row| {
+        DigestFields::of_item(
+            &row.item,
+            version.modified_at,
+            &version.key,
+            &version.etag,
+            row.row_number as i64,
+        )
+    }))
+}
+
 /// The rows of a chunk's catalog write, as the typed arrays `INSERT_ROWS` unnests ($6 to
 /// $20), in `latest`'s sku order.
 struct RowColumns<'a> {
@@ -364,15 +380,7 @@ impl<'a> RowColumns<'a> {
             attributes: Vec::with_capacity(n),
             row_number: Vec::with_capacity(n),
             hash: Vec::with_capacity(n),
-            digest: catalog_digests(latest.iter().map(|(row, _)| {
-                DigestFields::of_item(
-                    &row.item,
-                    version.modified_at,
-                    &version.key,
-                    &version.etag,
-                    row.row_number as i64,
-                )
-            })),
+            digest: written_digests(latest.iter().map(|&(row, _)| row), version),
         };
         for (row, content) in latest {
             let item = &row.item;

@@ -11,11 +11,11 @@
 
 use sqlx::{Encode, Postgres, Transaction, encode::IsNull, postgres::PgArgumentBuffer};
 
-use super::{ObjectVersion, catalog::WrittenItem};
-use crate::{
-    chunk::ValidRow,
-    item_hash::{DigestFields, catalog_digests},
+use super::{
+    ObjectVersion,
+    catalog::{WrittenItem, written_digests},
 };
+use crate::chunk::ValidRow;
 
 /// The columns the rows carry, in the order each row's fields are written; the others take
 /// their defaults (`created_at`, `updated_at`) or stay null (delisting and relisting marks).
@@ -59,7 +59,7 @@ impl NewRows<'_> {
             .chunks(ROWS_PER_SEND)
             .zip(revisions.chunks(ROWS_PER_SEND))
         {
-            let digests = catalog_digests(batch.iter().map(|&(row, _)| self.digest_fields(row)));
+            let digests = written_digests(batch.iter().map(|&(row, _)| row), self.version);
             for ((&(row, content_hash), &revision), digest) in
                 batch.iter().zip(revisions).zip(digests)
             {
@@ -77,16 +77,6 @@ impl NewRows<'_> {
         copy.send((-1_i16).to_be_bytes().as_slice()).await?; // the trailer
         copy.finish().await?;
         Ok(written)
-    }
-
-    fn digest_fields<'a>(&'a self, row: &'a ValidRow) -> DigestFields<'a> {
-        DigestFields::of_item(
-            &row.item,
-            self.version.modified_at,
-            &self.version.key,
-            &self.version.etag,
-            row.row_number as i64,
-        )
     }
 
     /// Appends one row's tuple.
