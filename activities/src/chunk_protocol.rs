@@ -59,7 +59,11 @@
 //!   however late; a concurrent duplicate insert carries the same deduplication token. No
 //!   observation exists for a row no committed chunk owns (the copy follows the commit).
 //! - Every revision of a catalog row in Postgres reaches ClickHouse with that revision, so
-//!   ClickHouse's latest row per item is Postgres' row, whatever order copies land in.
+//!   ClickHouse's latest row per item is Postgres' row, whatever order copies land in; and
+//!   only once: every copy of one commit carries that commit's deduplication token, and a copy
+//!   made again inserts only the rows whose state is still the commit's (not one another chunk
+//!   or job has written since: that one is its writer's to copy) and whose revision ClickHouse
+//!   lacks.
 
 use std::time::{Duration, Instant};
 
@@ -98,6 +102,14 @@ fn observation_token(observed: &Observed<'_>, work: &ChunkWork) -> String {
         "obs:{}:{}:{}-{}",
         observed.source, observed.version_id, work.byte_start, work.byte_end
     )
+}
+
+/// The same for every copy of one chunk's commit, whoever makes it: a chunk commits once, so
+/// a second copy of its catalog rows that races the first (a zombie, a retry, a later job of
+/// the source) is dropped by ClickHouse even when rows moved on in between and the two blocks
+/// differ.
+fn catalog_copy_token(work: &ChunkWork) -> String {
+    format!("items:{}:{}", work.job_id, work.chunk_index)
 }
 
 /// The rows of the object the chunk holds.
@@ -261,7 +273,9 @@ impl ChunkStores<'_> {
             Ok((parsed, _, _)) => self.copy(work, &parsed, Written::InPostgres).await,
             Err(err @ (EtlError::SourceChanged { .. } | EtlError::ObjectNotFound { .. })) => {
                 let rows = self.rows_written_in_postgres(work).await?;
-                self.ch.insert_catalog_rows(&work.source, &rows).await?;
+                self.ch
+                    .insert_catalog_rows(&work.source, &rows, &catalog_copy_token(work))
+                    .await?;
                 self.pg
                     .mark_clickhouse_written(work.job_id, work.chunk_index, true)
                     .await?;
@@ -276,13 +290,15 @@ impl ChunkStores<'_> {
         }
     }
 
+    /// The catalog rows whose state is still this chunk's commit: a row another chunk of the
+    /// job (a sku the object repeats) or a later job wrote since is that writer's to copy.
     async fn rows_written_in_postgres(
         &self,
         work: &ChunkWork,
     ) -> Result<Vec<crate::pg::CatalogItemRow>, EtlError> {
         let skus = self.pg.written_skus(work.job_id, work.chunk_index).await?;
         self.pg
-            .rows_written_by(&work.source, work.job_id, &skus)
+            .rows_written_by(&work.source, work.job_id, chunk_rows(work), &skus)
             .await
     }
 
@@ -327,15 +343,26 @@ impl ChunkStores<'_> {
                     })
                     .collect();
                 self.ch
-                    .insert_written_items(&work.source, &work.version, work.job_id, &rows)
+                    .insert_written_items(
+                        &work.source,
+                        &work.version,
+                        work.job_id,
+                        &rows,
+                        &catalog_copy_token(work),
+                    )
                     .await?;
             }
             Written::InPostgres => {
                 let rows = self.rows_written_in_postgres(work).await?;
-                self.ch.insert_catalog_rows(&work.source, &rows).await?;
+                self.ch
+                    .insert_catalog_rows(&work.source, &rows, &catalog_copy_token(work))
+                    .await?;
             }
         }
-        pause::reached(PausePoint::ChunkBeforeLedger).await;
+        pause::reached_as(PausePoint::ChunkBeforeLedger, || {
+            format!("{}.{}", work.job_id, work.chunk_index)
+        })
+        .await;
         let latest = self
             .pg
             .mark_clickhouse_written(work.job_id, work.chunk_index, false)

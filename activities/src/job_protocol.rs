@@ -254,7 +254,10 @@ impl ChunkStores<'_> {
         };
         let token = format!("delist:{version_id}:{job}");
         self.ch.insert_delistings(&observed, &items, &token).await?;
-        self.ch.insert_catalog_rows(&facts.source, &rows).await?;
+        // A job delists once: every copy of its delisted rows is the same block.
+        self.ch
+            .insert_catalog_rows(&facts.source, &rows, &format!("delist-items:{job}"))
+            .await?;
         self.pg.mark_delist_clickhouse_written(job).await
     }
 

@@ -10,7 +10,7 @@
 //! activity at a time, to force an order (the model-based test commits an object's chunks last
 //! first, or in a random order): an activity that reaches it writes `<key>.held` into the
 //! directory and waits, heartbeating as usual, until `<key>.go` exists. A chunk's key is
-//! `<job id>.<chunk index>`.
+//! `<job id>.<chunk index>` (at `chunk-after-read` and `chunk-before-ledger`).
 
 use std::{
     fmt,

@@ -200,6 +200,83 @@ async fn killed_before_the_ledger_records_the_clickhouse_copy() {
     assert_exact_without_duplicates(&env, &job_id, &stats).await;
 }
 
+/// Twenty items of one source; `changed` of them at another price.
+fn day_of_items(changed: usize) -> String {
+    let mut body = String::from("sku,name,product_url,price\n");
+    for n in 0..20 {
+        let price = if n < changed { "19.99" } else { "9.99" };
+        body.push_str(&format!(
+            "SKU-{n:02},Item {n},https://shop.example/p/{n},{price}\n"
+        ));
+    }
+    body
+}
+
+/// Waits until the gate holds `job_id`'s chunk 0 (its copy made, its ledger not updated).
+async fn held_at_gate(gate: &std::path::Path, job_id: &str) {
+    let held = gate.join(format!("{job_id}.0.held"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !held.exists() {
+        assert!(std::time::Instant::now() < deadline, "{job_id} never held");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A chunk's copy is made, then a later job writes some of its items and copies them; the
+/// worker dies before either ledger says so. The copies made again must insert nothing twice:
+/// the first chunk's rows that moved on are the later job's, the rest are in ClickHouse. With
+/// no deduplication window (where 10,000 other inserts leave it), no token drops a copy made
+/// again: what it inserts is what it found missing.
+#[tokio::test]
+async fn a_copy_made_again_after_a_later_job_wrote_some_of_its_rows_inserts_nothing_twice() {
+    let mut env = TestEnv::new("recopy_moved").await;
+    let gate = crate::gate::gate_dir("recopy_moved");
+    env.start_worker_pausing_at_with(
+        "chunk-before-ledger",
+        &[("ETL_PAUSE_GATE", gate.to_str().unwrap())],
+    );
+    let mut jobs = Vec::new();
+    for (key, changed) in [("cotopaxi/day-1.csv", 0), ("cotopaxi/day-2.csv", 5)] {
+        env.put(key, day_of_items(changed)).await;
+        let started = env.ingest(key, &["--heartbeat-timeout", "3"]);
+        assert_eq!(started.code, 0, "{}{}", started.stdout, started.stderr);
+        let job_id = started.json()["job_id"].as_str().unwrap().to_owned();
+        held_at_gate(&gate, &job_id).await;
+        jobs.push((key, job_id));
+    }
+    let moved_on = env
+        .scalar(
+            "SELECT count(*) FROM catalog_items WHERE last_job_id <> $1",
+            &jobs[0].1,
+        )
+        .await;
+    assert_eq!(moved_on, 5, "the later job wrote the items it changed");
+    stop_merges(&env).await;
+    env.ch
+        .query("ALTER TABLE catalog_items MODIFY SETTING non_replicated_deduplication_window = 0")
+        .execute()
+        .await
+        .unwrap();
+    env.kill_workers();
+    env.start_worker();
+    for (key, job_id) in &jobs {
+        let summary = wait_until_final(&env, job_id).await;
+        assert_eq!(summary["status"], "completed", "{summary}");
+        assert_eq!(summary["reconciliation"]["ok"], true, "{summary}");
+        assert_eq!(raw_observations(&env, key).await, 20, "raw observations");
+    }
+    assert_eq!(
+        duplicated_catalog_rows(&env).await,
+        0,
+        "catalog rows copied twice to ClickHouse"
+    );
+    assert_eq!(
+        raw_catalog_rows(&env).await,
+        25,
+        "20 items, 5 of them written twice"
+    );
+}
+
 #[tokio::test]
 async fn killed_while_aggregating() {
     let (mut env, job_id, stats) = kill_at("kill_aggregate", "aggregate", 34).await;

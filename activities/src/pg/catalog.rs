@@ -564,21 +564,27 @@ impl PgStore {
         Ok(newer.unwrap_or(false))
     }
 
-    /// The catalog rows among `skus` that `job_id` wrote last, as they are now: a committed
-    /// chunk's changes, for a ClickHouse copy made again after the attempt that wrote them died.
+    /// The catalog rows among `skus` whose state `job_id` wrote from `object_rows`, as they are
+    /// now: a committed chunk's changes that no other write has replaced since, for a
+    /// ClickHouse copy made again after the attempt that wrote them died.
     pub async fn rows_written_by(
         &self,
         source: &str,
         job_id: uuid::Uuid,
+        object_rows: std::ops::RangeInclusive<u64>,
         skus: &[String],
     ) -> Result<Vec<CatalogItemRow>, EtlError> {
         let rows = sqlx::query(&format!(
             "SELECT {CATALOG_COLUMNS} FROM catalog_items
-             WHERE source = $1 AND sku = ANY($2) AND last_job_id = $3 ORDER BY sku"
+             WHERE source = $1 AND sku = ANY($2) AND last_job_id = $3
+               AND version_row BETWEEN $4 AND $5
+             ORDER BY sku"
         ))
         .bind(source)
         .bind(skus)
         .bind(job_id)
+        .bind(*object_rows.start() as i64)
+        .bind(*object_rows.end() as i64)
         .fetch_all(self.pool())
         .await?;
         Ok(rows.iter().map(catalog_row).collect())

@@ -288,6 +288,7 @@ impl PgStore {
             "SELECT {CATALOG_COLUMNS} FROM catalog_items c
              WHERE (c.source, c.sku) IN (SELECT source, sku FROM catalog_delistings
                                          WHERE job_id = $1)
+               AND c.delisted_by_job_id = $1
              ORDER BY c.sku"
         ))
         .bind(job_id)
