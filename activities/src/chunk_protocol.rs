@@ -112,6 +112,11 @@ fn catalog_copy_token(work: &ChunkWork) -> String {
     format!("items:{}:{}", work.job_id, work.chunk_index)
 }
 
+/// How a pause gate knows the chunk (`<job id>.<chunk index>`, as the tests read it).
+fn gate_key(work: &ChunkWork) -> String {
+    format!("{}.{}", work.job_id, work.chunk_index)
+}
+
 /// The rows of the object the chunk holds.
 fn chunk_rows(work: &ChunkWork) -> std::ops::RangeInclusive<u64> {
     work.first_row..=(work.first_row + work.planned_rows).saturating_sub(1)
@@ -132,10 +137,7 @@ impl ChunkStores<'_> {
             return Ok(outcome);
         }
         let (parsed, read, parse) = self.read_and_parse(&work).await?;
-        pause::reached_as(PausePoint::ChunkAfterRead, || {
-            format!("{}.{}", work.job_id, work.chunk_index)
-        })
-        .await;
+        pause::reached_as(PausePoint::ChunkAfterRead, || gate_key(&work)).await;
         let postgres_started = Instant::now();
         let mut commit = match self.pg.begin_chunk_commit(&work).await? {
             Begun::Open(commit) => commit,
@@ -359,10 +361,7 @@ impl ChunkStores<'_> {
                     .await?;
             }
         }
-        pause::reached_as(PausePoint::ChunkBeforeLedger, || {
-            format!("{}.{}", work.job_id, work.chunk_index)
-        })
-        .await;
+        pause::reached_as(PausePoint::ChunkBeforeLedger, || gate_key(work)).await;
         let latest = self
             .pg
             .mark_clickhouse_written(work.job_id, work.chunk_index, false)
