@@ -500,3 +500,74 @@ async fn a_first_snapshot_that_meets_a_concurrent_jobs_items_upserts_them() {
         );
     }
 }
+
+/// The unchanged-item lookup reads a chunk's sku range in one scan when the chunk's skus fill
+/// it, and probes each sku when they are spread over the catalog: the next day's file holds
+/// the even skus of the first half (a chunk), then its odd skus (a chunk: each of the two
+/// ranges holds twice the chunk's items, more than the scan reads before it gives way), then
+/// the second half in order (two chunks that fill their ranges). Whichever way a chunk looked
+/// its items up, the changed ones (every seventh) move to the new version and the unchanged
+/// ones keep the first day's. (An unchanged item the lookup took for changed would be left
+/// alone by the upsert's own check; a changed one it took for unchanged would keep its old
+/// price: that is what this test catches, in either way of looking up.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_finds_its_unchanged_items_in_any_order_the_object_lists_them() {
+    let mut env = TestEnv::new("lookup_order").await;
+    env.start_worker();
+    let sku = |n: usize| format!("K{n:04}");
+    let mut day1 = String::from(HEADER);
+    for n in 0..400 {
+        day1.push_str(&row(&sku(n), "010.00"));
+    }
+    env.put("order/day1.csv", day1).await;
+    let first = ingest_json(&env, "order/day1.csv", &[]);
+    assert_eq!(first["status"], "completed", "{first}");
+
+    let changed = |n: usize| n % 7 == 3;
+    let order: Vec<usize> = (0..200)
+        .step_by(2)
+        .chain((1..200).step_by(2))
+        .chain(200..400)
+        .collect();
+    let mut day2 = String::from(HEADER);
+    for &n in &order {
+        let price = if changed(n) { "020.00" } else { "010.00" };
+        day2.push_str(&row(&sku(n), price));
+    }
+    env.put("order/day2.csv", day2).await;
+    let chunk_bytes = (100 * row(&sku(0), "010.00").len()).to_string();
+    let second = ingest_json(&env, "order/day2.csv", &["--chunk-bytes", &chunk_bytes]);
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_eq!(u(&second["chunks"]), 4, "{second}");
+    assert_eq!(second["reconciliation"]["ok"], true, "{second}");
+
+    let stored: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT sku, price::text, version_key FROM catalog_items
+         WHERE source = 'cotopaxi' AND delisted_at IS NULL ORDER BY sku",
+    )
+    .fetch_all(&env.pg)
+    .await
+    .unwrap();
+    let expected: Vec<(String, String, String)> = (0..400)
+        .map(|n| {
+            let (price, key) = if changed(n) {
+                ("20.00", "order/day2.csv")
+            } else {
+                ("10.00", "order/day1.csv")
+            };
+            (sku(n), price.to_owned(), key.to_owned())
+        })
+        .collect();
+    let wrong: Vec<_> = stored
+        .iter()
+        .zip(&expected)
+        .filter(|(s, e)| s != e)
+        .take(5)
+        .collect();
+    assert!(
+        stored.len() == expected.len() && wrong.is_empty(),
+        "{} items listed, {} expected; first differences (stored, expected): {wrong:?}",
+        stored.len(),
+        expected.len()
+    );
+}

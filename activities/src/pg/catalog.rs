@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{ObjectVersion, PgStore, new_rows::NewRows, parse_job_id};
+use super::{ObjectVersion, PgStore, new_rows::NewRows, parse_job_id, unchanged};
 use crate::{
     chunk::{ParsedChunk, ValidRow},
     contract::FieldError,
@@ -169,34 +169,6 @@ fn text_array_literal(values: &[String]) -> String {
     literal
 }
 
-/// The skus among `rows` whose stored item differs (or is missing, or delisted): a snapshot
-/// sends the full rows of these only.
-async fn changed_skus(
-    tx: &mut Transaction<'_, Postgres>,
-    source: &str,
-    rows: &[(&ValidRow, [u8; 16])],
-) -> Result<HashSet<String>, EtlError> {
-    let skus: Vec<&str> = rows.iter().map(|(row, _)| row.item.sku.as_str()).collect();
-    let hashes: Vec<&[u8]> = rows.iter().map(|(_, hash)| hash.as_slice()).collect();
-    // One primary-key probe per row, whatever the statistics say: `OFFSET 0` keeps the
-    // planner from flattening the lookup into a join. Right after a source's first snapshot
-    // the statistics still count a few rows for it, and the planner then hashed all of the
-    // source's items for every chunk (194 ms a chunk on 200,000 items, against 40 ms).
-    let changed: Vec<String> = sqlx::query_scalar(
-        "SELECT s.sku FROM unnest($2::text[], $3::bytea[]) AS s(sku, content_hash)
-         LEFT JOIN LATERAL (SELECT e.content_hash FROM catalog_items e
-                            WHERE e.source = $1 AND e.sku = s.sku AND e.delisted_at IS NULL
-                            OFFSET 0) AS e ON true
-         WHERE e.content_hash IS DISTINCT FROM s.content_hash",
-    )
-    .bind(source)
-    .bind(&skus)
-    .bind(&hashes)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(changed.into_iter().collect())
-}
-
 /// What a chunk's catalog upsert writes and how.
 pub(super) struct Upsert<'a> {
     pub mode: CatalogWrite,
@@ -232,7 +204,11 @@ pub(super) async fn upsert_items(
     let hashes = content_hashes(latest.iter().map(|row| &row.item));
     let mut latest: Vec<(&ValidRow, [u8; 16])> = latest.iter().copied().zip(hashes).collect();
     if mode == CatalogWrite::Snapshot && !latest.is_empty() {
-        let changed = changed_skus(tx, source, &latest).await?;
+        let chunk: Vec<(&str, &[u8])> = latest
+            .iter()
+            .map(|(row, hash)| (row.item.sku.as_str(), hash.as_slice()))
+            .collect();
+        let changed = unchanged::changed_skus(tx, source, &chunk).await?;
         latest.retain(|(row, _)| {
             changed.contains(&row.item.sku) || always.contains(row.item.sku.as_str())
         });

@@ -9,6 +9,7 @@ mod chunks;
 mod completion;
 mod jobs;
 mod new_rows;
+mod unchanged;
 
 use std::str::FromStr;
 
