@@ -6,9 +6,9 @@
 //! together. They do when the object lists its items in sku order or in runs of it (a database
 //! export, a sitemap); they do not when it lists them in any other order. So the chunk's skus,
 //! sorted, are cut into segments, and each segment's key range is scanned in order, capped at a
-//! quarter more than the segment's skus (some items of the range may be gone from the object,
-//! or another chunk's). A segment's skus up to the last item its scan read are decided by the
-//! scan; the rest (a segment spread over the catalog, or a few skus far from the others: new
+//! quarter more items than the segment has skus (some items of the range may be gone from the
+//! object, delisted, or another chunk's), so no scan reads more than that, whatever the range
+//! holds. A segment's skus up to the last item its scan read are decided by the scan; the rest (a segment spread over the catalog, or a few skus far from the others: new
 //! items, or a sku the object repeats from far away) are probed one by one, as before. Spread
 //! skus cost their probes and the capped scans, about a quarter of the probes more.
 
@@ -24,7 +24,8 @@ const MIN_SEGMENT_SKUS: usize = 256;
 /// a few far-off skus at either end of the sorted chunk spoil only the segments they are in.
 const MAX_SEGMENTS: usize = 16;
 
-/// One segment's scan: its number (from 1), and the listed items it read (skus, content hashes).
+/// One segment's scan: its number (from 1), and the items it read: skus, and content hashes
+/// (`None` for a delisted item).
 type SegmentScan = (i64, Vec<String>, Vec<Option<Vec<u8>>>);
 
 /// The segments of `skus` sorted skus: consecutive index ranges of near-equal length.
@@ -38,28 +39,29 @@ fn segments(skus: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// How many listed items the scan of a segment of `skus` reads at most.
+/// How many items the scan of a segment of `skus` reads at most.
 fn scan_cap(skus: usize) -> usize {
     skus + skus / 4 + 64
 }
 
 /// What the scan of one segment's key range decided. `chunk` is the segment's (sku, content
-/// hash), sorted by sku; `listed` the listed items the scan read, in sku order, at most `cap`.
+/// hash), sorted by sku; `read` the items the scan read, in sku order, at most `cap`, with
+/// their content hashes (`None` for a delisted item).
 /// Returns the changed skus among the decided ones, and how many of the segment's skus (a
 /// prefix) are decided.
 fn decide<'a>(
     chunk: &[(&'a str, &[u8])],
-    listed: &[(String, Option<Vec<u8>>)],
+    read: &[(String, Option<Vec<u8>>)],
     cap: usize,
 ) -> (Vec<&'a str>, usize) {
-    let decided = if listed.len() < cap {
+    let decided = if read.len() < cap {
         chunk.len()
     } else {
-        let read_to = listed.last().map(|(sku, _)| sku.as_str()).unwrap_or("");
+        let read_to = read.last().map(|(sku, _)| sku.as_str()).unwrap_or("");
         chunk.partition_point(|(sku, _)| *sku <= read_to)
     };
     let mut changed = Vec::new();
-    let mut next = listed.iter().peekable();
+    let mut next = read.iter().peekable();
     for &(sku, hash) in &chunk[..decided] {
         while next.next_if(|(item, _)| item.as_str() < sku).is_some() {}
         let same = match next.peek() {
@@ -97,9 +99,12 @@ pub(super) async fn changed_skus(
          FROM unnest($2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS g(low, high, cap, i)
          CROSS JOIN LATERAL (
              SELECT array_agg(e.sku) AS skus, array_agg(e.content_hash) AS hashes
-             FROM (SELECT e.sku, e.content_hash FROM catalog_items e
+             FROM (SELECT e.sku,
+                          CASE WHEN e.delisted_at IS NULL THEN e.content_hash END
+                              AS content_hash
+                   FROM catalog_items e
                    WHERE e.source = $1 AND e.sku >= g.low COLLATE \"C\"
-                     AND e.sku <= g.high COLLATE \"C\" AND e.delisted_at IS NULL
+                     AND e.sku <= g.high COLLATE \"C\"
                    ORDER BY e.sku LIMIT g.cap) AS e) AS l
          ORDER BY g.i",
     )
@@ -119,12 +124,12 @@ pub(super) async fn changed_skus(
             probe.extend_from_slice(part);
             continue;
         };
-        let mut listed: Vec<(String, Option<Vec<u8>>)> = skus.into_iter().zip(hashes).collect();
+        let mut read: Vec<(String, Option<Vec<u8>>)> = skus.into_iter().zip(hashes).collect();
         // `array_agg` keeps the scan's order in practice; the merge below must not rely on it.
-        if !listed.is_sorted_by(|a, b| a.0 <= b.0) {
-            listed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if !read.is_sorted_by(|a, b| a.0 <= b.0) {
+            read.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
-        let (found, decided) = decide(part, &listed, scan_cap(part.len()));
+        let (found, decided) = decide(part, &read, scan_cap(part.len()));
         changed.extend(found.into_iter().map(str::to_owned));
         probe.extend_from_slice(&part[decided..]);
     }
@@ -184,13 +189,12 @@ mod tests {
             let part = &chunk[segment];
             let cap = scan_cap(part.len());
             let (low, high) = (part[0].0.to_owned(), part[part.len() - 1].0.to_owned());
-            let listed: Vec<(String, Option<Vec<u8>>)> = catalog
+            let read: Vec<(String, Option<Vec<u8>>)> = catalog
                 .range(low..=high)
-                .filter(|(_, (_, listed))| *listed)
                 .take(cap)
-                .map(|(sku, (hash, _))| (sku.clone(), Some(hash.clone())))
+                .map(|(sku, (hash, listed))| (sku.clone(), listed.then(|| hash.clone())))
                 .collect();
-            let (found, decided) = decide(part, &listed, cap);
+            let (found, decided) = decide(part, &read, cap);
             changed.extend(found.into_iter().map(str::to_owned));
             for (sku, hash) in &part[decided..] {
                 if catalog.get(*sku) != Some(&(hash.to_vec(), true)) {
@@ -221,13 +225,13 @@ mod tests {
     #[test]
     fn a_capped_scan_decides_up_to_the_last_item_it_read() {
         let chunk = [("a", &b"1"[..]), ("c", b"2"), ("e", b"3")];
-        let listed = vec![
+        let read = vec![
             ("a".to_owned(), Some(b"1".to_vec())),
             ("b".to_owned(), Some(b"9".to_vec())),
             ("c".to_owned(), Some(b"0".to_vec())),
         ];
-        assert_eq!(decide(&chunk, &listed, 3), (vec!["c"], 2));
-        assert_eq!(decide(&chunk, &listed, 4), (vec!["c", "e"], 3));
+        assert_eq!(decide(&chunk, &read, 3), (vec!["c"], 2));
+        assert_eq!(decide(&chunk, &read, 4), (vec!["c", "e"], 3));
     }
 
     fn catalog_and_chunk() -> impl Strategy<Value = (Catalog, Vec<(String, Vec<u8>)>)> {
