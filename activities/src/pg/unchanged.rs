@@ -8,11 +8,12 @@
 //! sorted, are cut into segments, and each segment's key range is scanned in order, capped at a
 //! quarter more items than the segment has skus (some items of the range may be gone from the
 //! object, delisted, or another chunk's), so no scan reads more than that, whatever the range
-//! holds. A segment's skus up to the last item its scan read are decided by the scan; the rest (a segment spread over the catalog, or a few skus far from the others: new
-//! items, or a sku the object repeats from far away) are probed one by one, as before. Spread
-//! skus cost their probes and the capped scans, about a quarter of the probes more.
+//! holds. A segment's skus up to the last item its scan read are decided by the scan; the rest
+//! (a segment spread over the catalog, or a few skus far from the others: new items, or a sku
+//! the object repeats from far away) are probed one by one, as before. Spread skus cost their
+//! probes and the capped scans, about a quarter of the probes more.
 
-use std::{cmp::Ordering, collections::HashSet, ops::Range};
+use std::{collections::HashSet, ops::Range};
 
 use sqlx::{Postgres, Transaction};
 
@@ -46,9 +47,8 @@ fn scan_cap(skus: usize) -> usize {
 
 /// What the scan of one segment's key range decided. `chunk` is the segment's (sku, content
 /// hash), sorted by sku; `read` the items the scan read, in sku order, at most `cap`, with
-/// their content hashes (`None` for a delisted item).
-/// Returns the changed skus among the decided ones, and how many of the segment's skus (a
-/// prefix) are decided.
+/// their content hashes (`None` for a delisted item). Returns the changed skus among the
+/// decided ones, and how many of the segment's skus (a prefix) are decided.
 fn decide<'a>(
     chunk: &[(&'a str, &[u8])],
     read: &[(String, Option<Vec<u8>>)],
@@ -65,9 +65,7 @@ fn decide<'a>(
     for &(sku, hash) in &chunk[..decided] {
         while next.next_if(|(item, _)| item.as_str() < sku).is_some() {}
         let same = match next.peek() {
-            Some((item, stored)) => {
-                item.as_str().cmp(sku) == Ordering::Equal && stored.as_deref() == Some(hash)
-            }
+            Some((item, stored)) => item == sku && stored.as_deref() == Some(hash),
             None => false,
         };
         if !same {
