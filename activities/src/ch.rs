@@ -568,6 +568,7 @@ impl ChStore {
             delisted,
             checksum,
             inconsistent,
+            sums_match: None,
         })
     }
 

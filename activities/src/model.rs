@@ -244,6 +244,10 @@ pub struct CatalogSide {
     /// Listed items whose fields no longer match the digest recorded when they were written:
     /// changed in this store behind the pipeline's back.
     pub inconsistent: u64,
+    /// Postgres, where its items were scanned: whether the per-source sums its triggers keep
+    /// (what a job's comparison reads) match the items. `None` where not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sums_match: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,8 +14,8 @@ use crate::{
     ch::ChStore,
     chunk::{parse_chunk, parse_header},
     error::EtlError,
-    model::{CatalogCheck, DEFAULT_CHUNK_BYTES, object_version_id},
-    pg::PgStore,
+    model::{CatalogCheck, CatalogSide, DEFAULT_CHUNK_BYTES, object_version_id},
+    pg::{CatalogRead, PgStore},
     planner::ChunkPlanner,
 };
 
@@ -58,10 +58,13 @@ pub struct Verification {
 /// counts and the checksum of every item's digest (every stored field, the listing and the
 /// version). With `recompute` (`etlctl reconcile`), each store computes every digest again from
 /// its fields and counts the items whose fields no longer match their recorded digest (changed
-/// behind the pipeline's back, so that store is the one that is wrong); without (a job's own
-/// check), the recorded digests are compared, at the cost of reading one column. Where the
-/// checksums differ, buckets of items narrow the difference down to the items themselves.
-/// Waits (a retryable `NotYet`) while another running job of the source has changes in flight.
+/// behind the pipeline's back, so that store is the one that is wrong), and Postgres' kept sums
+/// are checked against its items; without (a job's own check), Postgres' side is the sums its
+/// triggers keep, and ClickHouse sums its recorded digests. Where the sums disagree with
+/// ClickHouse, Postgres' items are scanned to tell a difference between the stores from sums
+/// that no longer match the items. Where the checksums differ, buckets of items narrow the
+/// difference down to the items themselves. Waits (a retryable `NotYet`) while another running
+/// job of the source has changes in flight.
 pub async fn compare_catalog(
     pg: &PgStore,
     ch: &ChStore,
@@ -80,29 +83,46 @@ pub async fn compare_catalog(
     if !activity.busy_jobs.is_empty() {
         return Err(busy(activity.busy_jobs));
     }
-    let (postgres, clickhouse) = tokio::try_join!(
-        pg.catalog_side(source, recompute),
+    let postgres_read = if recompute {
+        CatalogRead::Scan { recompute }
+    } else {
+        CatalogRead::Sums
+    };
+    let (mut postgres, clickhouse) = tokio::try_join!(
+        pg.catalog_side(source, postgres_read),
         ch.catalog_side(source, recompute)
     )?;
+    if postgres_read == CatalogRead::Sums && !same_catalog(&postgres, &clickhouse) {
+        postgres = pg
+            .catalog_side(source, CatalogRead::Scan { recompute })
+            .await?;
+    }
     // A job that started meanwhile may have changed one store before the other was read.
     let activity = pg.source_activity(source, job_id).await?;
     if !activity.busy_jobs.is_empty() {
         return Err(busy(activity.busy_jobs));
     }
-    let same = postgres.listed == clickhouse.listed
-        && postgres.delisted == clickhouse.delisted
-        && postgres.checksum == clickhouse.checksum;
+    let same = same_catalog(&postgres, &clickhouse);
     let differing_items = if same {
         0
     } else {
         differing_items(pg, ch, source, recompute).await?
     };
     Ok(CatalogCheck {
-        ok: same && postgres.inconsistent == 0 && clickhouse.inconsistent == 0,
+        ok: same
+            && postgres.inconsistent == 0
+            && clickhouse.inconsistent == 0
+            && postgres.sums_match != Some(false),
         differing_items,
         postgres,
         clickhouse,
     })
+}
+
+fn same_catalog(postgres: &CatalogSide, clickhouse: &CatalogSide) -> bool {
+    postgres.listed == clickhouse.listed
+        && postgres.delisted == clickhouse.delisted
+        && postgres.checksum == clickhouse.checksum
 }
 
 /// Items in one store only, or in both with different digests (any field, the listing or the
@@ -169,10 +189,15 @@ pub fn catalog_mismatches(check: &CatalogCheck) -> Vec<String> {
             ));
         }
     }
-    if check.postgres.listed != check.clickhouse.listed
-        || check.postgres.delisted != check.clickhouse.delisted
-        || check.postgres.checksum != check.clickhouse.checksum
-    {
+    if check.postgres.sums_match == Some(false) {
+        found.push(
+            "Postgres: the catalog sums its triggers keep (table catalog_sums) no longer match \
+             its items (catalog_items was written with its triggers disabled); the README's \
+             Operating section says how to rebuild them"
+                .to_owned(),
+        );
+    }
+    if !same_catalog(&check.postgres, &check.clickhouse) {
         found.push(format!(
             "the catalog differs between the stores: Postgres lists {} items ({} delisted), \
              ClickHouse {} ({} delisted); {} item(s) differ",

@@ -571,3 +571,139 @@ async fn a_snapshot_finds_its_unchanged_items_in_any_order_the_object_lists_them
         expected.len()
     );
 }
+
+/// A job's catalog comparison reads Postgres' side from the sums the catalog's triggers keep
+/// (`catalog_sums`), not from every item: the sums follow every write (the first snapshot's
+/// rows, a change, a delisting, a relisting), a completed job leaves its source one row of
+/// them, and sums that no longer match the items (a write past the triggers) fail the next
+/// job's comparison and `etlctl reconcile` with a message naming them, until rebuilt as the
+/// README says.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_comparison_reads_the_sums_the_triggers_keep_and_reconcile_checks_them() {
+    let mut env = TestEnv::new("catalog_sums").await;
+    env.start_worker();
+    let snapshot = |range: std::ops::Range<usize>, changed: usize| {
+        let mut csv = String::from(HEADER);
+        for n in range {
+            let price = if n % 10 == changed {
+                "020.00"
+            } else {
+                "010.00"
+            };
+            csv.push_str(&row(&format!("S-{n:03}"), price));
+        }
+        csv
+    };
+    let scanned = |env: &TestEnv| {
+        let pg = env.pg.clone();
+        async move {
+            let scan: (i64, i64, String) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE delisted_at IS NULL),
+                        count(*) FILTER (WHERE delisted_at IS NOT NULL),
+                        coalesce(sum(('x' || substr(digest, 1, 15))::bit(60)::bigint), 0)::text
+                 FROM catalog_items WHERE source = 'cotopaxi'",
+            )
+            .fetch_one(&pg)
+            .await
+            .unwrap();
+            let kept: (i64, i64, String, i64) = sqlx::query_as(
+                "SELECT sum(listed)::bigint, sum(delisted)::bigint, sum(checksum)::text, count(*)
+                 FROM catalog_sums WHERE source = 'cotopaxi'",
+            )
+            .fetch_one(&pg)
+            .await
+            .unwrap();
+            (scan, kept)
+        }
+    };
+    // Day 1 writes 100 items; day 2 changes a tenth, drops 10 (delisted); day 3 brings 5 of
+    // them back (relisted) and changes another tenth.
+    for (day, range, changed, listed, delisted) in [
+        (1, 0..100, 99, 100, 0),
+        (2, 0..90, 3, 90, 10),
+        (3, 0..95, 7, 95, 5),
+    ] {
+        let key = format!("sums/{day}.csv");
+        env.put(&key, snapshot(range, changed)).await;
+        let job = ingest_json(&env, &key, &[]);
+        assert_eq!(job["status"], "completed", "day {day}: {job}");
+        assert_eq!(
+            job["reconciliation"]["catalog_ok"], true,
+            "day {day}: {job}"
+        );
+        let ((l, d, checksum), (kept_l, kept_d, kept_checksum, rows)) = scanned(&env).await;
+        assert_eq!((l, d), (listed, delisted), "day {day}");
+        assert_eq!(
+            (kept_l, kept_d, &kept_checksum),
+            (l, d, &checksum),
+            "day {day}: the kept sums are the items' sums"
+        );
+        assert_eq!(
+            rows, 1,
+            "day {day}: the completed job folded its source's sums"
+        );
+        let stored: Value =
+            sqlx::query_scalar("SELECT reconciliation FROM etl_jobs WHERE id = $1::uuid")
+                .bind(job["job_id"].as_str().unwrap())
+                .fetch_one(&env.pg)
+                .await
+                .unwrap();
+        let postgres = &stored["catalog"]["postgres"];
+        assert_eq!(
+            postgres["checksum"],
+            checksum.as_str(),
+            "day {day}: {stored}"
+        );
+        assert!(
+            postgres.get("sums_match").is_none(),
+            "the job read the sums, not the items: {stored}"
+        );
+    }
+
+    // A delta written past the triggers: the items and both stores still agree, the sums do not.
+    sqlx::query("INSERT INTO catalog_sums VALUES ('cotopaxi', 0, 0, 1)")
+        .execute(&env.pg)
+        .await
+        .unwrap();
+    let last = ingest_json(&env, "sums/3.csv", &[]);
+    let found = env.etlctl(&["reconcile", last["job_id"].as_str().unwrap(), "--json"]);
+    assert_eq!(found.code, 1, "{}{}", found.stdout, found.stderr);
+    let found = found.json();
+    assert_eq!(found["catalog"]["postgres"]["sums_match"], false, "{found}");
+    assert_eq!(found["catalog"]["differing_items"], 0, "{found}");
+    assert!(
+        found["deltas"].to_string().contains("catalog_sums"),
+        "{found}"
+    );
+
+    env.put("sums/4.csv", snapshot(0..95, 1)).await;
+    let failed = ingest_json(&env, "sums/4.csv", &[]);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error_type"], "reconciliation_failed", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("catalog_sums"),
+        "{failed}"
+    );
+
+    // The README's rebuild, then the failed job's retry completes.
+    let rebuild =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let recipe = rebuild
+        .split("-- rebuild catalog_sums\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's Operating section holds the rebuild");
+    sqlx::raw_sql(&recipe.replace(":'source'", "'cotopaxi'"))
+        .execute(&env.pg)
+        .await
+        .unwrap();
+    let ((l, d, checksum), (kept_l, kept_d, kept_checksum, _)) = scanned(&env).await;
+    assert_eq!((kept_l, kept_d, kept_checksum), (l, d, checksum));
+    let retried = env.etlctl(&[
+        "retry",
+        failed["job_id"].as_str().unwrap(),
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(retried.json()["status"], "completed", "{}", retried.stdout);
+}

@@ -85,6 +85,21 @@ const DIGEST_OF_ROW: &str = "catalog_item_digest(sku, name, brand, category, des
      price, currency, weight_grams, availability, product_url, image_urls, attributes, \
      delisted_at IS NOT NULL, version_modified_at, version_key, version_etag, version_row)";
 
+/// An item's term of the catalog checksum: the first 60 bits of its digest (hex text). The
+/// triggers of `catalog_sums` sum the same term.
+fn checksum_term(digest: &str) -> String {
+    format!("('x' || substr({digest}, 1, 15))::bit(60)::bigint")
+}
+
+/// How [`PgStore::catalog_side`] reads Postgres' side of the catalog comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogRead {
+    /// The per-source sums the catalog's triggers keep: what a job compares.
+    Sums,
+    /// Every item of the source, its digest as stored or (`recompute`) computed again.
+    Scan { recompute: bool },
+}
+
 pub(super) const CATALOG_COLUMNS: &str = "sku, name, brand, category, description, price, currency, \
      weight_grams, availability, product_url, image_urls, attributes, version_modified_at, \
      version_key, version_etag, version_row, last_job_id, digest, revision, delisted_at";
@@ -586,35 +601,90 @@ impl PgStore {
         Ok(n as u64)
     }
 
-    /// Postgres' side of the catalog comparison, computed in the database in one pass over the
-    /// source's items, listed and delisted: the counts, and the checksum of their digests. With
-    /// `recompute`, each digest is computed again from the row's fields (and rows whose stored
-    /// digest no longer matches are counted: changed behind the pipeline's back); without, the
-    /// stored digests are summed (what a job checks: the stores hold the same rows).
+    /// Postgres' side of the catalog comparison. [`CatalogRead::Sums`] reads the per-source
+    /// sums that the catalog's triggers keep (`migrations/20261207000001_catalog_sums.sql`): a
+    /// few rows, whatever the catalog's size. [`CatalogRead::Scan`] computes the side in one
+    /// pass over the source's items, listed and delisted: the counts and the checksum of their
+    /// digests; with `recompute`, each digest is computed again from the row's fields (and rows
+    /// whose stored digest no longer matches are counted: changed behind the pipeline's back).
+    /// A scan also reads the kept sums and says whether they match the stored digests.
     pub async fn catalog_side(
         &self,
         source: &str,
-        recompute: bool,
+        read: CatalogRead,
     ) -> Result<CatalogSide, EtlError> {
+        let sums = sqlx::query(
+            "SELECT coalesce(sum(listed), 0)::bigint AS listed,
+                    coalesce(sum(delisted), 0)::bigint AS delisted,
+                    coalesce(sum(checksum), 0)::text AS checksum
+             FROM catalog_sums WHERE source = $1",
+        )
+        .bind(source);
+        let CatalogRead::Scan { recompute } = read else {
+            let row = sums.fetch_one(self.pool()).await?;
+            return Ok(CatalogSide {
+                listed: row.get::<i64, _>("listed") as u64,
+                delisted: row.get::<i64, _>("delisted") as u64,
+                checksum: row.get("checksum"),
+                inconsistent: 0,
+                sums_match: None,
+            });
+        };
         let digest = if recompute { DIGEST_OF_ROW } else { "digest" };
+        // One transaction: the scan and the sums see the same catalog.
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
         let row = sqlx::query(&format!(
             "SELECT count(*) FILTER (WHERE delisted_at IS NULL) AS listed,
                     count(*) FILTER (WHERE delisted_at IS NOT NULL) AS delisted,
-                    coalesce(sum(('x' || substr(d, 1, 15))::bit(60)::bigint), 0)::text
-                        AS checksum,
+                    coalesce(sum({}), 0)::text AS checksum,
+                    coalesce(sum({}), 0)::text AS stored_checksum,
                     count(*) FILTER (WHERE digest IS DISTINCT FROM d) AS inconsistent
              FROM (SELECT delisted_at, digest, {digest} AS d
-                   FROM catalog_items WHERE source = $1) AS items"
+                   FROM catalog_items WHERE source = $1) AS items",
+            checksum_term("d"),
+            checksum_term("digest"),
         ))
         .bind(source)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
+        let kept = sums.fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        let listed = row.get::<i64, _>("listed");
+        let delisted = row.get::<i64, _>("delisted");
+        let sums_match = kept.get::<i64, _>("listed") == listed
+            && kept.get::<i64, _>("delisted") == delisted
+            && kept.get::<String, _>("checksum") == row.get::<String, _>("stored_checksum");
         Ok(CatalogSide {
-            listed: row.get::<i64, _>("listed") as u64,
-            delisted: row.get::<i64, _>("delisted") as u64,
+            listed: listed as u64,
+            delisted: delisted as u64,
             checksum: row.get("checksum"),
             inconsistent: row.get::<i64, _>("inconsistent") as u64,
+            sums_match: Some(sums_match),
         })
+    }
+
+    /// Folds the source's sum deltas into one row, in the transaction that completes a job
+    /// (which holds the source's row FOR UPDATE): the rows a source's sums are read from stay
+    /// as few as the statements since its last completed job. A delta appended meanwhile by a
+    /// transaction this one cannot see is left as it is, and counted by the next fold.
+    pub(super) async fn fold_catalog_sums(
+        tx: &mut Transaction<'_, Postgres>,
+        source: &str,
+    ) -> Result<(), EtlError> {
+        sqlx::query(
+            "WITH folded AS (DELETE FROM catalog_sums WHERE source = $1
+                             RETURNING listed, delisted, checksum)
+             INSERT INTO catalog_sums (source, listed, delisted, checksum)
+             SELECT $1, sum(listed), sum(delisted), sum(checksum) FROM folded
+             HAVING count(*) > 0",
+        )
+        .bind(source)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// Per bucket (the first two hex digits of md5(sku)): items and their checksum, to find
@@ -627,9 +697,10 @@ impl PgStore {
         let digest = if recompute { DIGEST_OF_ROW } else { "digest" };
         let rows = sqlx::query(&format!(
             "SELECT substr(md5(sku), 1, 2) AS bucket, count(*) AS items,
-                    sum(('x' || substr({digest}, 1, 15))::bit(60)::bigint)::text AS checksum
+                    sum({})::text AS checksum
              FROM catalog_items WHERE source = $1
-             GROUP BY 1 ORDER BY 1"
+             GROUP BY 1 ORDER BY 1",
+            checksum_term(digest)
         ))
         .bind(source)
         .fetch_all(self.pool())

@@ -118,6 +118,7 @@ impl PgStore {
             };
             delisting = delist(&mut tx, id, &source, &version, &job).await?;
             delisted = delisting.delisted;
+            Self::fold_catalog_sums(&mut tx, &source).await?;
             sqlx::query(
                 "UPDATE catalog_sources SET completed_modified_at = $2, completed_key = $3,
                         completed_etag = $4, updated_at = now()

@@ -19,7 +19,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-pub use catalog::{CatalogItemRow, WrittenItem};
+pub use catalog::{CatalogItemRow, CatalogRead, WrittenItem};
 pub use chunks::{Begun, ChunkCommit, ChunkWork, CopyStanding};
 pub use completion::{Completion, DelistedItem, EndedJob};
 pub use jobs::{JobFacts, JobState, PlanWriter, SourceActivity, mode_words};
