@@ -19,9 +19,10 @@
 //!    (as the watchdog would); what ended jobs of the source still owe ClickHouse is copied (a
 //!    failed job never blocks its source: the next job finishes its copies); the source's
 //!    catalog is compared between the stores (waiting while another *running* job of the
-//!    source has changes in flight); then one Postgres transaction delists (if the job may) and
-//!    marks the job `completed`, with its manifest entry. A failing comparison fails the job
-//!    before anything is delisted.
+//!    source has changes in flight); then one Postgres transaction delists (if the job may),
+//!    folds the source's catalog sums (what the comparison reads of Postgres; the catalog's
+//!    triggers append to them as any statement writes items) and marks the job `completed`,
+//!    with its manifest entry. A failing comparison fails the job before anything is delisted.
 //! 3. **Publish**: the delisting's copy to ClickHouse (catalog rows and `delisted`
 //!    observations). The job is completed already; a copy that cannot be made is left for the
 //!    next job of the source, like a failed job's chunks.
