@@ -119,6 +119,9 @@ pub struct Config {
     pub s3_ca_file: Option<PathBuf>,
     /// Chunk activities one worker runs at once; bounds worker memory to about this many chunks.
     pub max_concurrent_activities: usize,
+    /// How many mention hashes a plan keeps in memory to find the shared ones itself; a plan
+    /// with more hands them to Postgres (`0`: always).
+    pub plan_mentions_in_memory: usize,
     /// Buckets the worker checks at start-up (`ETL_CHECK_BUCKETS`, comma-separated), so missing
     /// buckets or wrong credentials fail at once instead of inside the first job.
     pub check_buckets: Vec<String>,
@@ -333,6 +336,13 @@ impl Config {
                 name: "ETL_MAX_CONCURRENT_ACTIVITIES",
                 reason: "expected a positive integer".to_owned(),
             })?;
+        let plan_mentions_in_memory = match env.optional("ETL_PLAN_MENTIONS_IN_MEMORY") {
+            None => crate::DEFAULT_PLAN_MENTIONS_IN_MEMORY,
+            Some(value) => value.parse::<usize>().map_err(|_| ConfigError::Invalid {
+                name: "ETL_PLAN_MENTIONS_IN_MEMORY",
+                reason: format!("expected a number of hashes (0 or more), got {value:?}"),
+            })?,
+        };
         let metrics_addr = match env::var("ETL_METRICS_ADDR") {
             Ok(v) if v.trim().is_empty() => None,
             Ok(v) => Some(v),
@@ -386,6 +396,7 @@ impl Config {
             s3_force_path_style: env.bool("S3_FORCE_PATH_STYLE", true)?,
             s3_ca_file: env.file("S3_CA_FILE")?,
             max_concurrent_activities,
+            plan_mentions_in_memory,
             check_buckets: env
                 .or("ETL_CHECK_BUCKETS", "")
                 .split(',')

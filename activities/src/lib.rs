@@ -58,8 +58,8 @@ use crate::{
         SourceIngestRequest, SourceListing,
     },
     pause::PausePoint,
-    pg::{ObjectVersion, PgStore},
-    planner::ChunkPlanner,
+    pg::{ObjectVersion, PgStore, SharedMentions},
+    planner::{ChunkPlanner, PlannedChunk, keep_shared_mentions},
     s3::ObjectStore,
     verify::Verification,
     watchdog::{WatchdogReport, WatchdogRequest},
@@ -69,8 +69,14 @@ use crate::{
 /// one is noticed within the workflow's heartbeat timeout instead of the start-to-close timeout.
 pub const SHORT_ACTIVITY_HEARTBEAT: Duration = Duration::from_secs(2);
 
-/// Planned chunks are stored in batches of this many while the object is scanned.
+/// Once a plan hands its mention hashes to Postgres, it stores its chunks in batches of this
+/// many chunks, or of this many hashes, whichever comes first.
 const PLAN_BATCH: usize = 1000;
+const PLAN_BATCH_MENTIONS: usize = 1 << 16;
+
+/// `ETL_PLAN_MENTIONS_IN_MEMORY`'s default: 16 MiB of hashes, twice (the chunks' and a sorted
+/// copy); about 2 million rows, a 1.4 GB object of the benchmark's rows.
+pub const DEFAULT_PLAN_MENTIONS_IN_MEMORY: usize = 1 << 21;
 
 /// Runs `work` and heartbeats on a timer the whole time (whatever phase it is in: reading S3,
 /// parsing, waiting on a store), so a slow but healthy attempt is never timed out. Pause
@@ -106,6 +112,9 @@ pub struct EtlActivities {
     pub metrics: Metrics,
     /// The worker's own Temporal client: the watchdog asks it how a job's workflow stands.
     pub temporal: Option<temporalio_client::Client>,
+    /// How many mention hashes a plan keeps in memory to find the shared ones itself
+    /// (`ETL_PLAN_MENTIONS_IN_MEMORY`).
+    pub plan_mentions_in_memory: usize,
 }
 
 /// Log lines of an activity carry the job (and the chunk, and the source once known).
@@ -174,6 +183,7 @@ impl EtlActivities {
             s3,
             metrics: Metrics::new(None),
             temporal: None,
+            plan_mentions_in_memory: config.plan_mentions_in_memory,
         })
     }
 
@@ -303,7 +313,12 @@ impl EtlActivities {
         let mut planner =
             ChunkPlanner::new(options.chunk_bytes, options.max_record_bytes).collecting_mentions();
         let mut plan = self.pg.plan_writer(&request.job_id)?;
-        let mut ready = Vec::new();
+        // The chunks not stored yet. While their mention hashes fit in memory, the plan keeps
+        // them all and finds the shared hashes itself at the end; past that, it stores them as
+        // it goes and Postgres finds the shared hashes.
+        let mut ready: Vec<PlannedChunk> = Vec::new();
+        let mut ready_mentions = 0usize;
+        let mut in_postgres = false;
         let mut chunks = 0u32;
         let mut scanned = 0u64;
         while let Some(bytes) = body.try_next().await.map_err(|err| {
@@ -314,11 +329,16 @@ impl EtlActivities {
         })? {
             planner.feed(&bytes).map_err(record_too_large)?;
             scanned += bytes.len() as u64;
-            ready.extend(planner.take_chunks());
-            if ready.len() >= PLAN_BATCH {
+            for chunk in planner.take_chunks() {
+                ready_mentions += chunk.mentions.len();
+                ready.push(chunk);
+            }
+            in_postgres |= ready_mentions > self.plan_mentions_in_memory;
+            if in_postgres && (ready.len() >= PLAN_BATCH || ready_mentions >= PLAN_BATCH_MENTIONS) {
                 plan.add_chunks(&ready).await?;
                 chunks += ready.len() as u32;
                 ready.clear();
+                ready_mentions = 0;
             }
         }
         if scanned != object.size {
@@ -338,9 +358,19 @@ impl EtlActivities {
             return Err(bad_header("no header record (only blank lines)".to_owned()));
         }
         parse_header(&finished.header_bytes).map_err(|err| bad_header(err.to_string()))?;
-        ready.extend(finished.chunks);
-        plan.add_chunks(&ready).await?;
+        for chunk in finished.chunks {
+            ready_mentions += chunk.mentions.len();
+            ready.push(chunk);
+        }
+        in_postgres |= ready_mentions > self.plan_mentions_in_memory;
         chunks += ready.len() as u32;
+        let mentions = if in_postgres {
+            plan.add_chunks(&ready).await?;
+            SharedMentions::InPostgres
+        } else {
+            keep_shared_mentions(&mut ready);
+            SharedMentions::Found(&ready)
+        };
         let snapshot = (!request.dry_run && !options.partial).then_some(&version);
         plan.finish(
             &request.source,
@@ -348,6 +378,7 @@ impl EtlActivities {
             chunks,
             finished.data_rows,
             snapshot,
+            mentions,
         )
         .await?;
         Ok(PlanResult {

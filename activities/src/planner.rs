@@ -418,6 +418,31 @@ impl ChunkPlanner {
     }
 }
 
+/// Keeps, of each chunk's mention hashes, those that another chunk of the plan also carries
+/// (what `etl_chunks.shared_hashes` holds): the same answer as the plan's statement in Postgres
+/// (`PlanWriter::finish`), found in the worker. Holds one copy of every chunk's hashes, sorted:
+/// the caller bounds how many it hands over.
+pub fn keep_shared_mentions(chunks: &mut [PlannedChunk]) {
+    let mut all: Vec<i64> = chunks
+        .iter()
+        .flat_map(|chunk| chunk.mentions.iter().copied())
+        .collect();
+    all.sort_unstable();
+    // Each chunk's hashes are distinct, so a hash seen twice is carried by two chunks.
+    let mut shared: Vec<i64> = all
+        .windows(2)
+        .filter(|pair| pair[0] == pair[1])
+        .map(|pair| pair[0])
+        .collect();
+    drop(all);
+    shared.dedup();
+    for chunk in chunks {
+        chunk
+            .mentions
+            .retain(|hash| shared.binary_search(hash).is_ok());
+    }
+}
+
 /// Plans a whole in-memory object (tests, fuzzing and small inputs).
 pub fn plan_bytes(
     object: &[u8],
@@ -920,6 +945,34 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn shared_mentions_are_the_hashes_more_than_one_chunk_carries(
+            chunks in prop::collection::vec(
+                prop::collection::btree_set(-6i64..6, 0..8), 0..6),
+        ) {
+            let mut planned: Vec<PlannedChunk> = chunks
+                .iter()
+                .enumerate()
+                .map(|(index, hashes)| PlannedChunk {
+                    index: index as u32,
+                    start: 0,
+                    end: 0,
+                    first_row: 1,
+                    rows: 0,
+                    mentions: hashes.iter().copied().collect(),
+                })
+                .collect();
+            keep_shared_mentions(&mut planned);
+            for (chunk, hashes) in planned.iter().zip(&chunks) {
+                let expected: Vec<i64> = hashes
+                    .iter()
+                    .copied()
+                    .filter(|h| chunks.iter().filter(|other| other.contains(h)).count() > 1)
+                    .collect();
+                prop_assert_eq!(&chunk.mentions, &expected);
+            }
+        }
+
         #[test]
         fn boundaries_equal_the_reference(
             object in arb_object(),

@@ -26,6 +26,8 @@ pub struct TestEnv {
     pub ch: clickhouse::Client,
     pub s3: ObjectStore,
     workers: Vec<Child>,
+    /// The workers held at a pause point until SIGUSR1 (the others would die of it).
+    paused_pids: std::collections::HashSet<u32>,
     /// Every line the workers of this test wrote to stderr (their log).
     worker_log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -149,6 +151,7 @@ impl TestEnv {
             ch,
             s3,
             workers: Vec::new(),
+            paused_pids: Default::default(),
             worker_log: Default::default(),
         }
     }
@@ -254,6 +257,13 @@ impl TestEnv {
         ready_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("worker became ready");
+        let setting = |name: &str| {
+            only_this_worker.iter().any(|(k, _)| *k == name)
+                || self.env.iter().any(|(k, _)| k == name)
+        };
+        if setting("ETL_PAUSE_AT") && !setting("ETL_PAUSE_GATE") {
+            self.paused_pids.insert(child.id());
+        }
         self.workers.push(child);
     }
 
@@ -306,9 +316,10 @@ impl TestEnv {
         (output.status.code().unwrap_or(-1), text, started.elapsed())
     }
 
-    /// SIGUSR1 to every worker: activities held at the pause point go on.
+    /// SIGUSR1 to every worker started with a pause point: activities held there go on.
     pub fn release_pause(&self) {
-        for worker in &self.workers {
+        let paused = self.workers.iter();
+        for worker in paused.filter(|w| self.paused_pids.contains(&w.id())) {
             let status = Command::new("kill")
                 .args(["-USR1", &worker.id().to_string()])
                 .status()

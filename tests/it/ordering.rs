@@ -68,15 +68,29 @@ async fn listed_in_clickhouse(env: &TestEnv) -> u64 {
 /// wins, in both stores.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sku_twice_in_one_object_ends_at_its_last_row_whatever_commits_first() {
-    let mut env = TestEnv::new("dup_sku_next_day").await;
-    let gate = gate_dir("dup_sku_next_day");
-    env.start_worker_pausing_at_with(
-        "chunk-after-read",
-        &[
-            ("ETL_PAUSE_GATE", gate.to_str().unwrap()),
-            ("ETL_MAX_CONCURRENT_ACTIVITIES", "8"),
-        ],
-    );
+    sku_twice_in_one_object("dup_sku_next_day", &[]).await;
+}
+
+/// The same when the plan hands its mention hashes to Postgres to find the shared ones (an
+/// object with more of them than the worker keeps in memory).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sku_twice_in_one_object_ends_at_its_last_row_when_postgres_finds_it_repeated() {
+    sku_twice_in_one_object(
+        "dup_sku_pg_mentions",
+        &[("ETL_PLAN_MENTIONS_IN_MEMORY", "0")],
+    )
+    .await;
+}
+
+async fn sku_twice_in_one_object(name: &str, worker_settings: &[(&str, &str)]) {
+    let mut env = TestEnv::new(name).await;
+    let gate = gate_dir(name);
+    let mut settings = vec![
+        ("ETL_PAUSE_GATE", gate.to_str().unwrap()),
+        ("ETL_MAX_CONCURRENT_ACTIVITIES", "8"),
+    ];
+    settings.extend_from_slice(worker_settings);
+    env.start_worker_pausing_at_with("chunk-after-read", &settings);
     let others: Vec<String> = (0..29).map(|n| format!("S-{n:03}")).collect();
     let mut day1 = String::from(HEADER);
     day1.push_str(&row("X-001", "100.00"));

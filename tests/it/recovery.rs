@@ -338,6 +338,61 @@ async fn planning_holds_no_transaction_across_the_s3_scan() {
     assert_eq!(done["status"], "completed", "{done}");
 }
 
+/// Case 5: a plan attempt that outlives its heartbeat timeout and ends after a retry has
+/// stored the plan, and the job has run on it, changes nothing of that plan: not the shared
+/// mention hashes a chunk commits by, not the time it was planned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_attempt_that_ends_after_the_plan_is_stored_changes_nothing() {
+    let mut env = TestEnv::new("stale_plan").await;
+    // One activity at a time: while its plan attempt is held, this worker takes no other.
+    env.start_worker_pausing_at_with("plan", &[("ETL_MAX_CONCURRENT_ACTIVITIES", "1")]);
+    let row = |sku: &str| format!("{sku},Name {sku},https://shop.example/p/{sku},10.00\n");
+    let mut body = String::from("sku,name,product_url,price\n");
+    for n in 0..20 {
+        let sku = if n == 0 || n == 19 {
+            "X-001".to_owned()
+        } else {
+            format!("S-{n:03}")
+        };
+        body.push_str(&row(&sku));
+    }
+    env.put("z/1.csv", body).await;
+    let chunk_bytes = (10 * row("X-001").len()).to_string();
+    let (job, _) = started_job(&env.ingest(
+        "z/1.csv",
+        &["--chunk-bytes", &chunk_bytes, "--heartbeat-timeout", "5"],
+    ));
+    env.wait_for_log("paused at plan", Duration::from_secs(60))
+        .await;
+    env.start_worker();
+    let done = wait_until_final(&env, &job).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let plan = || async {
+        sqlx::query_as::<_, (i32, Option<Vec<i64>>, Option<Vec<i64>>, String)>(
+            "SELECT c.chunk_index, c.shared_hashes, c.mention_hashes, j.planned_at::text
+             FROM etl_chunks c JOIN etl_jobs j ON j.id = c.job_id
+             WHERE c.job_id = $1::uuid ORDER BY c.chunk_index",
+        )
+        .bind(&job)
+        .fetch_all(&env.pg)
+        .await
+        .unwrap()
+    };
+    let stored = plan().await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(
+        stored
+            .iter()
+            .all(|(_, shared, _, _)| shared.as_ref().is_some_and(|s| s.len() == 1)),
+        "X-001 is in both chunks: {stored:?}"
+    );
+    env.release_pause();
+    // The held attempt ends; Temporal refuses its result, a retry having completed the plan.
+    env.wait_for_log("not found on completion", Duration::from_secs(60))
+        .await;
+    assert_eq!(plan().await, stored);
+}
+
 /// Case 3: ClickHouse stops answering one worker (a stalled connection) while it copies a
 /// committed chunk. No Postgres transaction or lock is held meanwhile: a newer job of the same
 /// source registers its snapshot and commits all its chunks, and the stalled chunk's retry on a

@@ -45,45 +45,51 @@ pub struct JobFacts {
 
 /// The plan being stored while the object is scanned. Each batch of chunks commits on its own
 /// (no transaction stays open across the S3 scan); the plan counts only once `finish` sets
-/// `planned_at`, and a scan that starts again stores the same chunks again (idempotent).
+/// `planned_at`, and a scan that starts again stores the same chunks again (the plan of an
+/// object version is deterministic). Once a plan is finished, nothing of it changes: a stale
+/// attempt of the plan activity that ends late writes nothing.
 pub struct PlanWriter<'a> {
     pg: &'a PgStore,
     job_id: uuid::Uuid,
 }
 
+/// Who finds the mention hashes that more than one chunk carries (each chunk's
+/// `shared_hashes`).
+pub enum SharedMentions<'a> {
+    /// Postgres, from every chunk's hashes, stored by [`PlanWriter::add_chunks`]: the plan of
+    /// an object with more mentions than the worker keeps in memory.
+    InPostgres,
+    /// The worker found them ([`crate::planner::keep_shared_mentions`]): these are the plan's
+    /// chunks, each with its shared hashes only, stored by `finish` itself.
+    Found(&'a [PlannedChunk]),
+}
+
+/// Which hash column a chunk's hashes go to.
+#[derive(Clone, Copy)]
+enum HashColumn {
+    Mentions,
+    Shared,
+}
+
 impl PlanWriter<'_> {
+    /// Stores chunks with every mention hash they carry (for [`SharedMentions::InPostgres`]).
     pub async fn add_chunks(&mut self, chunks: &[PlannedChunk]) -> Result<(), EtlError> {
-        for batch in chunks.chunks(1_000) {
-            let index: Vec<i32> = batch.iter().map(|c| c.index as i32).collect();
-            let start: Vec<i64> = batch.iter().map(|c| c.start as i64).collect();
-            let end: Vec<i64> = batch.iter().map(|c| c.end as i64).collect();
-            let first_row: Vec<i64> = batch.iter().map(|c| c.first_row as i64).collect();
-            let rows: Vec<i64> = batch.iter().map(|c| c.rows as i64).collect();
-            // Postgres arrays of arrays must be rectangular: one array literal per chunk.
-            let mentions: Vec<String> = batch.iter().map(|c| bigint_array(&c.mentions)).collect();
-            sqlx::query(
-                "INSERT INTO etl_chunks (job_id, chunk_index, byte_start, byte_end, first_row,
-                                         planned_rows, mention_hashes)
-                 SELECT $1, c.i, c.s, c.e, c.f, c.r, c.m::bigint[]
-                 FROM UNNEST($2::int[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
-                             $7::text[]) AS c(i, s, e, f, r, m)
-                 ON CONFLICT (job_id, chunk_index) DO NOTHING",
-            )
-            .bind(self.job_id)
-            .bind(index)
-            .bind(start)
-            .bind(end)
-            .bind(first_row)
-            .bind(rows)
-            .bind(mentions)
-            .execute(self.pg.pool())
-            .await?;
+        let mut tx = self.pg.pool().begin().await?;
+        // Shares the job row with other attempts' batches; `finish` takes it exclusively.
+        let planned: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT planned_at FROM etl_jobs WHERE id = $1 FOR SHARE")
+                .bind(self.job_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if planned.is_none() {
+            store_chunks(&mut tx, self.job_id, chunks, HashColumn::Mentions).await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Completes the plan in one transaction: the mention hashes that more than one chunk
-    /// carries become each chunk's shared hashes, and a full snapshot (`snapshot`) becomes its
+    /// Completes the plan in one transaction, unless another attempt has: each chunk's shared
+    /// hashes are found or stored (`mentions`), and a full snapshot (`snapshot`) becomes its
     /// source's newest snapshot if it is newer than the registered one; that row lock waits
     /// for chunk transactions of the source in flight, so none of them straddles the change.
     pub async fn finish(
@@ -93,21 +99,55 @@ impl PlanWriter<'_> {
         chunks: u32,
         source_rows: u64,
         snapshot: Option<&ObjectVersion>,
+        mentions: SharedMentions<'_>,
     ) -> Result<(), EtlError> {
         let mut tx = self.pg.pool().begin().await?;
-        sqlx::query(
-            "WITH shared AS MATERIALIZED (
-                 SELECT h FROM etl_chunks, unnest(mention_hashes) AS h
-                 WHERE job_id = $1 GROUP BY h HAVING count(*) > 1)
-             UPDATE etl_chunks c
-             SET shared_hashes = (SELECT array_agg(h ORDER BY h) FROM unnest(c.mention_hashes) h
-                                  WHERE h IN (SELECT h FROM shared)),
-                 mention_hashes = NULL
-             WHERE c.job_id = $1",
-        )
-        .bind(self.job_id)
-        .execute(&mut *tx)
-        .await?;
+        let planned: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT planned_at FROM etl_jobs WHERE id = $1 FOR UPDATE")
+                .bind(self.job_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if planned.is_some() {
+            return Ok(());
+        }
+        match mentions {
+            SharedMentions::Found(planned) => {
+                store_chunks(&mut tx, self.job_id, planned, HashColumn::Shared).await?;
+            }
+            SharedMentions::InPostgres => {
+                // Every chunk must carry its hashes: another attempt may have stored some
+                // chunks with their shared hashes only (a batch of a worker that keeps its
+                // mentions in memory, cut short).
+                let with_hashes: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM etl_chunks
+                     WHERE job_id = $1 AND mention_hashes IS NOT NULL",
+                )
+                .bind(self.job_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if with_hashes != i64::from(chunks) {
+                    return Err(EtlError::NotYet(format!(
+                        "plan of job {}: {with_hashes} of {chunks} chunks carry their mention \
+                         hashes (another attempt of the plan stored the others); planning again",
+                        self.job_id
+                    )));
+                }
+                sqlx::query(
+                    "WITH shared AS MATERIALIZED (
+                         SELECT h FROM etl_chunks, unnest(mention_hashes) AS h
+                         WHERE job_id = $1 GROUP BY h HAVING count(*) > 1)
+                     UPDATE etl_chunks c
+                     SET shared_hashes = (SELECT array_agg(h ORDER BY h)
+                                          FROM unnest(c.mention_hashes) h
+                                          WHERE h IN (SELECT h FROM shared)),
+                         mention_hashes = NULL
+                     WHERE c.job_id = $1",
+                )
+                .bind(self.job_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         sqlx::query(
             "UPDATE etl_jobs SET header_raw = $2, chunks = $3, source_rows = $4,
                     planned_at = clock_timestamp(), updated_at = now()
@@ -149,6 +189,48 @@ impl PlanWriter<'_> {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Stores planned chunks, each with its hashes in `column` and the other hash column empty; a
+/// chunk stored before (by this plan's earlier attempt) takes the new values.
+async fn store_chunks(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: uuid::Uuid,
+    chunks: &[PlannedChunk],
+    column: HashColumn,
+) -> Result<(), EtlError> {
+    let (store, clear) = match column {
+        HashColumn::Mentions => ("mention_hashes", "shared_hashes"),
+        HashColumn::Shared => ("shared_hashes", "mention_hashes"),
+    };
+    for batch in chunks.chunks(1_000) {
+        let index: Vec<i32> = batch.iter().map(|c| c.index as i32).collect();
+        let start: Vec<i64> = batch.iter().map(|c| c.start as i64).collect();
+        let end: Vec<i64> = batch.iter().map(|c| c.end as i64).collect();
+        let first_row: Vec<i64> = batch.iter().map(|c| c.first_row as i64).collect();
+        let rows: Vec<i64> = batch.iter().map(|c| c.rows as i64).collect();
+        // Postgres arrays of arrays must be rectangular: one array literal per chunk.
+        let hashes: Vec<String> = batch.iter().map(|c| bigint_array(&c.mentions)).collect();
+        sqlx::query(&format!(
+            "INSERT INTO etl_chunks (job_id, chunk_index, byte_start, byte_end, first_row,
+                                     planned_rows, {store})
+             SELECT $1, c.i, c.s, c.e, c.f, c.r, c.m::bigint[]
+             FROM UNNEST($2::int[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                         $7::text[]) AS c(i, s, e, f, r, m)
+             ON CONFLICT (job_id, chunk_index) DO UPDATE
+             SET {store} = EXCLUDED.{store}, {clear} = NULL"
+        ))
+        .bind(job_id)
+        .bind(index)
+        .bind(start)
+        .bind(end)
+        .bind(first_row)
+        .bind(rows)
+        .bind(hashes)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// A job's mode in words (empty for a plain snapshot ingest), for messages.

@@ -22,7 +22,7 @@ use sqlx::{
 pub use catalog::{CatalogItemRow, CatalogRead, WrittenItem};
 pub use chunks::{Begun, ChunkCommit, ChunkWork, CopyStanding};
 pub use completion::{Completion, DelistedItem, EndedJob};
-pub use jobs::{JobFacts, JobState, PlanWriter, SourceActivity, mode_words};
+pub use jobs::{JobFacts, JobState, PlanWriter, SharedMentions, SourceActivity, mode_words};
 
 use crate::{
     config::{Config, STARTUP_CHECK_TIMEOUT},
