@@ -6,7 +6,7 @@
 //! dropped by the server), and a repeated catalog block is identical and dropped by its hash.
 
 use chrono::{DateTime, Utc};
-use clickhouse::{Client, Row};
+use clickhouse::Client;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 use std::{collections::HashSet, ops::RangeInclusive, time::Duration};
@@ -18,6 +18,7 @@ use crate::{
     error::EtlError,
     item_hash::micros,
     model::CatalogSide,
+    native::{Kind, NativeBlock, NativeRow, RowWriter},
     pg::{CatalogItemRow, DelistedItem, ObjectVersion},
 };
 
@@ -46,7 +47,8 @@ fn migrations() -> [(&'static str, String); 3] {
 }
 
 /// The oldest ClickHouse the worker runs against: `ReplacingMergeTree(version, is_deleted)`,
-/// `insert_deduplication_token` on non-replicated tables and typed RowBinary all need it.
+/// `insert_deduplication_token` on non-replicated tables and Native inserts converting
+/// `String` to `LowCardinality(String)` all need it.
 pub const MIN_VERSION: (u32, u32) = (23, 8);
 
 /// A `FINAL` read of one source never waits for a merge, and is bounded in time.
@@ -63,7 +65,6 @@ pub struct ChStore {
     database: String,
 }
 
-#[derive(Row, Serialize)]
 struct ItemRow<'a> {
     source: &'a str,
     sku: &'a str,
@@ -80,24 +81,70 @@ struct ItemRow<'a> {
     attributes: String,
     object_key: &'a str,
     object_etag: &'a str,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
     object_modified_at: DateTime<Utc>,
     row_number: u64,
-    #[serde(with = "clickhouse::serde::uuid")]
     job_id: uuid::Uuid,
     digest: &'a str,
     revision: u64,
     is_deleted: u8,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::micros::option")]
     delisted_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Row, Serialize)]
+impl NativeRow for ItemRow<'_> {
+    const COLUMNS: &'static [(&'static str, Kind)] = &[
+        ("source", Kind::String),
+        ("sku", Kind::String),
+        ("name", Kind::String),
+        ("brand", Kind::NullableString),
+        ("category", Kind::NullableString),
+        ("description", Kind::NullableString),
+        ("price", Kind::NullableDecimal18_6),
+        ("currency", Kind::String),
+        ("weight_grams", Kind::NullableFloat64),
+        ("availability", Kind::NullableString),
+        ("product_url", Kind::String),
+        ("image_urls", Kind::Strings),
+        ("attributes", Kind::String),
+        ("object_key", Kind::String),
+        ("object_etag", Kind::String),
+        ("object_modified_at", Kind::Micros),
+        ("row_number", Kind::UInt64),
+        ("job_id", Kind::Uuid),
+        ("digest", Kind::String),
+        ("revision", Kind::UInt64),
+        ("is_deleted", Kind::UInt8),
+        ("delisted_at", Kind::NullableMicros),
+    ];
+
+    fn write(&self, row: &mut RowWriter<'_>) {
+        row.string(self.source);
+        row.string(self.sku);
+        row.string(self.name);
+        row.nullable_string(self.brand);
+        row.nullable_string(self.category);
+        row.nullable_string(self.description);
+        row.nullable_decimal(self.price);
+        row.string(self.currency);
+        row.nullable_f64(self.weight_grams);
+        row.nullable_string(self.availability);
+        row.string(self.product_url);
+        row.strings(self.image_urls);
+        row.string(&self.attributes);
+        row.string(self.object_key);
+        row.string(self.object_etag);
+        row.micros(self.object_modified_at);
+        row.u64(self.row_number);
+        row.uuid(self.job_id);
+        row.string(self.digest);
+        row.u64(self.revision);
+        row.u8(self.is_deleted);
+        row.nullable_micros(self.delisted_at);
+    }
+}
+
 struct ObservationRow<'a> {
     source: &'a str,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::micros")]
     observed_at: DateTime<Utc>,
-    #[serde(with = "clickhouse::serde::uuid")]
     object_version: uuid::Uuid,
     row_number: u64,
     sku: &'a str,
@@ -106,6 +153,64 @@ struct ObservationRow<'a> {
     currency: &'a str,
     availability: &'a str,
     in_stock: u8,
+}
+
+impl NativeRow for ObservationRow<'_> {
+    const COLUMNS: &'static [(&'static str, Kind)] = &[
+        ("source", Kind::String),
+        ("observed_at", Kind::Micros),
+        ("object_version", Kind::Uuid),
+        ("row_number", Kind::UInt64),
+        ("sku", Kind::String),
+        ("object_key", Kind::String),
+        ("price", Kind::NullableDecimal18_6),
+        ("currency", Kind::String),
+        ("availability", Kind::String),
+        ("in_stock", Kind::UInt8),
+    ];
+
+    fn write(&self, row: &mut RowWriter<'_>) {
+        row.string(self.source);
+        row.micros(self.observed_at);
+        row.uuid(self.object_version);
+        row.u64(self.row_number);
+        row.string(self.sku);
+        row.string(self.object_key);
+        row.nullable_decimal(self.price);
+        row.string(self.currency);
+        row.string(self.availability);
+        row.u8(self.in_stock);
+    }
+}
+
+/// Rows per Native block: what the worker holds of an insert before it sends it (about 2 MB
+/// of the benchmark's catalog rows); the server squashes the blocks of one insert into one
+/// part.
+const NATIVE_BLOCK_ROWS: u64 = 2_048;
+
+/// An insert of `R` rows sent as Native blocks.
+struct NativeInsert<R: NativeRow> {
+    insert: clickhouse::insert_formatted::InsertFormatted,
+    block: NativeBlock,
+    row: std::marker::PhantomData<fn(&R)>,
+}
+
+impl<R: NativeRow> NativeInsert<R> {
+    async fn write(&mut self, row: &R) -> Result<(), EtlError> {
+        self.block.push(row);
+        if self.block.rows() >= NATIVE_BLOCK_ROWS {
+            self.insert.send(self.block.take()).await?;
+        }
+        Ok(())
+    }
+
+    async fn end(mut self) -> Result<(), EtlError> {
+        if self.block.rows() > 0 {
+            self.insert.send(self.block.take()).await?;
+        }
+        self.insert.end().await?;
+        Ok(())
+    }
 }
 
 /// The object version a set of observations belongs to.
@@ -133,8 +238,8 @@ fn parse_version(version: &str) -> Option<(u32, u32)> {
 }
 
 impl ChStore {
-    /// A client with the `clickhouse` crate's defaults (RowBinary checked against the table's
-    /// types), LZ4 as `CLICKHOUSE_COMPRESSION` says; `https://` URLs trust the system roots and
+    /// A client with the `clickhouse` crate's defaults (reads in RowBinary checked against the
+    /// types; inserts in Native blocks, [`crate::native`]), LZ4 as `CLICKHOUSE_COMPRESSION` says; `https://` URLs trust the system roots and
     /// `CLICKHOUSE_CA_FILE`.
     pub fn new(config: &Config) -> Result<Self, EtlError> {
         let client = crate::tls::clickhouse_client(config.clickhouse_ca_file.as_deref())
@@ -299,12 +404,8 @@ impl ChStore {
         if missing.is_empty() {
             return Ok(());
         }
-        let mut insert = self
-            .client
-            .insert::<ObservationRow<'_>>("catalog_item_observations")
-            .await?
-            .with_option("insert_deduplication_token", token)
-            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        let mut insert =
+            self.native_insert::<ObservationRow<'_>>("catalog_item_observations", token);
         for row in missing {
             let item = &row.item;
             insert
@@ -358,12 +459,8 @@ impl ChStore {
         if missing.is_empty() {
             return Ok(());
         }
-        let mut insert = self
-            .client
-            .insert::<ObservationRow<'_>>("catalog_item_observations")
-            .await?
-            .with_option("insert_deduplication_token", token)
-            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        let mut insert =
+            self.native_insert::<ObservationRow<'_>>("catalog_item_observations", token);
         for item in missing {
             insert
                 .write(&ObservationRow {
@@ -384,16 +481,27 @@ impl ChStore {
         Ok(())
     }
 
-    async fn catalog_insert(
-        &self,
-        token: &str,
-    ) -> Result<clickhouse::insert::Insert<ItemRow<'_>>, EtlError> {
-        Ok(self
+    fn native_insert<R: NativeRow>(&self, table: &str, token: &str) -> NativeInsert<R> {
+        let columns: Vec<&str> = R::COLUMNS.iter().map(|(name, _)| *name).collect();
+        let insert = self
             .client
-            .insert::<ItemRow<'_>>("catalog_items")
-            .await?
+            .insert_formatted_with(format!(
+                "INSERT INTO {table} ({}) FORMAT Native",
+                columns.join(", ")
+            ))
             .with_option("insert_deduplication_token", token)
-            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT)))
+            // The blocks declare `String` for `LowCardinality(String)` columns (the default).
+            .with_option("input_format_native_allow_types_conversion", "1")
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        NativeInsert {
+            insert,
+            block: NativeBlock::new::<R>(),
+            row: std::marker::PhantomData,
+        }
+    }
+
+    fn catalog_insert(&self, token: &str) -> NativeInsert<ItemRow<'_>> {
+        self.native_insert("catalog_items", token)
     }
 
     /// Copies catalog rows a chunk wrote, from the parsed items and Postgres' revisions.
@@ -408,7 +516,7 @@ impl ChStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self.catalog_insert(token).await?;
+        let mut insert = self.catalog_insert(token);
         for written in rows {
             let item = &written.row.item;
             insert
@@ -477,7 +585,7 @@ impl ChStore {
         if missing.is_empty() {
             return Ok(());
         }
-        let mut insert = self.catalog_insert(token).await?;
+        let mut insert = self.catalog_insert(token);
         for row in missing {
             let attributes: std::collections::BTreeMap<String, String> =
                 serde_json::from_value(row.attributes.clone()).unwrap_or_default();

@@ -19,6 +19,7 @@ pub mod item_hash;
 pub mod job_protocol;
 pub mod metrics;
 pub mod model;
+pub mod native;
 pub mod ops;
 pub mod pause;
 pub mod pg;
