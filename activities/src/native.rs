@@ -84,7 +84,7 @@ impl NativeBlock {
     }
 
     pub fn push<R: NativeRow>(&mut self, row: &R) {
-        debug_assert!(std::ptr::eq(self.kinds, R::COLUMNS));
+        debug_assert!(self.kinds == R::COLUMNS, "a block holds one row type");
         let mut writer = RowWriter {
             block: self,
             next: 0,

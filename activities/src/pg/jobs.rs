@@ -46,8 +46,10 @@ pub struct JobFacts {
 /// The plan being stored while the object is scanned. Each batch of chunks commits on its own
 /// (no transaction stays open across the S3 scan); the plan counts only once `finish` sets
 /// `planned_at`, and a scan that starts again stores the same chunks again (the plan of an
-/// object version is deterministic). Once a plan is finished, nothing of it changes: a stale
-/// attempt of the plan activity that ends late writes nothing.
+/// object version is deterministic), so the attempt that completes the plan finds every chunk
+/// stored as it stored it: a batch of another attempt commits before the completing
+/// transaction takes the job row, or finds the plan complete and writes nothing. Once a plan
+/// is complete, nothing of it changes: a stale attempt that ends late writes nothing.
 pub struct PlanWriter<'a> {
     pg: &'a PgStore,
     job_id: uuid::Uuid,
@@ -115,23 +117,6 @@ impl PlanWriter<'_> {
                 store_chunks(&mut tx, self.job_id, planned, HashColumn::Shared).await?;
             }
             SharedMentions::InPostgres => {
-                // Every chunk must carry its hashes: another attempt may have stored some
-                // chunks with their shared hashes only (a batch of a worker that keeps its
-                // mentions in memory, cut short).
-                let with_hashes: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM etl_chunks
-                     WHERE job_id = $1 AND mention_hashes IS NOT NULL",
-                )
-                .bind(self.job_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                if with_hashes != i64::from(chunks) {
-                    return Err(EtlError::NotYet(format!(
-                        "plan of job {}: {with_hashes} of {chunks} chunks carry their mention \
-                         hashes (another attempt of the plan stored the others); planning again",
-                        self.job_id
-                    )));
-                }
                 sqlx::query(
                     "WITH shared AS MATERIALIZED (
                          SELECT h FROM etl_chunks, unnest(mention_hashes) AS h
