@@ -60,7 +60,7 @@ use crate::{
     },
     pause::PausePoint,
     pg::{ObjectVersion, PgStore, SharedMentions},
-    planner::{ChunkPlanner, PlannedChunk, keep_shared_mentions},
+    planner::{ChunkPlanner, HeldChunks, LastChunks},
     s3::ObjectStore,
     verify::Verification,
     watchdog::{WatchdogReport, WatchdogRequest},
@@ -69,11 +69,6 @@ use crate::{
 /// Short activities heartbeat this often, whatever they wait on, so a worker that dies inside
 /// one is noticed within the workflow's heartbeat timeout instead of the start-to-close timeout.
 pub const SHORT_ACTIVITY_HEARTBEAT: Duration = Duration::from_secs(2);
-
-/// Once a plan hands its mention hashes to Postgres, it stores its chunks in batches of this
-/// many chunks, or of this many hashes, whichever comes first.
-const PLAN_BATCH: usize = 1000;
-const PLAN_BATCH_MENTIONS: usize = 1 << 16;
 
 /// `ETL_PLAN_MENTIONS_IN_MEMORY`'s default: 16 MiB of hashes, twice (the chunks' and a sorted
 /// copy); about 2 million rows, a 1.4 GB object of the benchmark's rows.
@@ -314,13 +309,7 @@ impl EtlActivities {
         let mut planner =
             ChunkPlanner::new(options.chunk_bytes, options.max_record_bytes).collecting_mentions();
         let mut plan = self.pg.plan_writer(&request.job_id)?;
-        // The chunks not stored yet. While their mention hashes fit in memory, the plan keeps
-        // them all and finds the shared hashes itself at the end; past that, it stores them as
-        // it goes and Postgres finds the shared hashes.
-        let mut ready: Vec<PlannedChunk> = Vec::new();
-        let mut ready_mentions = 0usize;
-        let mut in_postgres = false;
-        let mut chunks = 0u32;
+        let mut held = HeldChunks::new(self.plan_mentions_in_memory);
         let mut scanned = 0u64;
         while let Some(bytes) = body.try_next().await.map_err(|err| {
             EtlError::S3(format!(
@@ -330,16 +319,9 @@ impl EtlActivities {
         })? {
             planner.feed(&bytes).map_err(record_too_large)?;
             scanned += bytes.len() as u64;
-            for chunk in planner.take_chunks() {
-                ready_mentions += chunk.mentions.len();
-                ready.push(chunk);
-            }
-            in_postgres |= ready_mentions > self.plan_mentions_in_memory;
-            if in_postgres && (ready.len() >= PLAN_BATCH || ready_mentions >= PLAN_BATCH_MENTIONS) {
-                plan.add_chunks(&ready).await?;
-                chunks += ready.len() as u32;
-                ready.clear();
-                ready_mentions = 0;
+            held.hold(planner.take_chunks());
+            if let Some(batch) = held.full_batch() {
+                plan.add_chunks(&batch).await?;
             }
         }
         if scanned != object.size {
@@ -359,18 +341,14 @@ impl EtlActivities {
             return Err(bad_header("no header record (only blank lines)".to_owned()));
         }
         parse_header(&finished.header_bytes).map_err(|err| bad_header(err.to_string()))?;
-        for chunk in finished.chunks {
-            ready_mentions += chunk.mentions.len();
-            ready.push(chunk);
-        }
-        in_postgres |= ready_mentions > self.plan_mentions_in_memory;
-        chunks += ready.len() as u32;
-        let mentions = if in_postgres {
-            plan.add_chunks(&ready).await?;
-            SharedMentions::InPostgres
-        } else {
-            keep_shared_mentions(&mut ready);
-            SharedMentions::Found(&ready)
+        held.hold(finished.chunks);
+        let (last, chunks) = held.finish();
+        let mentions = match &last {
+            LastChunks::ForPostgres(rest) => {
+                plan.add_chunks(rest).await?;
+                SharedMentions::InPostgres
+            }
+            LastChunks::SharedFound(all) => SharedMentions::Found(all),
         };
         let snapshot = (!request.dry_run && !options.partial).then_some(&version);
         plan.finish(

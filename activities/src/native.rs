@@ -84,13 +84,18 @@ impl NativeBlock {
     }
 
     pub fn push<R: NativeRow>(&mut self, row: &R) {
-        debug_assert!(self.kinds == R::COLUMNS, "a block holds one row type");
+        // Checked in release too: a row whose `write` fell out of step with its `COLUMNS` would
+        // otherwise send a block the server may accept with two same-typed columns swapped.
+        assert!(
+            std::ptr::eq(self.kinds, R::COLUMNS) || self.kinds == R::COLUMNS,
+            "a block holds one row type"
+        );
         let mut writer = RowWriter {
             block: self,
             next: 0,
         };
         row.write(&mut writer);
-        debug_assert_eq!(writer.next, R::COLUMNS.len(), "a row fills every column");
+        assert_eq!(writer.next, R::COLUMNS.len(), "a row fills every column");
         self.rows += 1;
     }
 
@@ -129,7 +134,7 @@ pub struct RowWriter<'a> {
 impl RowWriter<'_> {
     fn column(&mut self, kind: Kind) -> &mut Column {
         let (name, declared) = self.block.kinds[self.next];
-        debug_assert_eq!(declared, kind, "column {name}");
+        assert_eq!(declared, kind, "column {name}");
         self.next += 1;
         &mut self.block.columns[self.next - 1]
     }
@@ -166,19 +171,11 @@ impl RowWriter<'_> {
 
     /// Millionths.
     pub fn nullable_decimal(&mut self, millionths: Option<i64>) {
-        let column = self.column(Kind::NullableDecimal18_6);
-        column.nulls.push(u8::from(millionths.is_none()));
-        column
-            .values
-            .extend_from_slice(&millionths.unwrap_or_default().to_le_bytes());
+        self.nullable_fixed(Kind::NullableDecimal18_6, millionths.map(i64::to_le_bytes));
     }
 
     pub fn nullable_f64(&mut self, value: Option<f64>) {
-        let column = self.column(Kind::NullableFloat64);
-        column.nulls.push(u8::from(value.is_none()));
-        column
-            .values
-            .extend_from_slice(&value.unwrap_or_default().to_le_bytes());
+        self.nullable_fixed(Kind::NullableFloat64, value.map(f64::to_le_bytes));
     }
 
     pub fn micros(&mut self, time: DateTime<Utc>) {
@@ -189,10 +186,15 @@ impl RowWriter<'_> {
     }
 
     pub fn nullable_micros(&mut self, time: Option<DateTime<Utc>>) {
-        let column = self.column(Kind::NullableMicros);
-        column.nulls.push(u8::from(time.is_none()));
-        let micros = time.map_or(0, |t| t.timestamp_micros());
-        column.values.extend_from_slice(&micros.to_le_bytes());
+        let micros = time.map(|t| t.timestamp_micros().to_le_bytes());
+        self.nullable_fixed(Kind::NullableMicros, micros);
+    }
+
+    /// A nullable 8-byte value: a null still takes its place in the values, as zeros.
+    fn nullable_fixed(&mut self, kind: Kind, value: Option<[u8; 8]>) {
+        let column = self.column(kind);
+        column.nulls.push(u8::from(value.is_none()));
+        column.values.extend_from_slice(&value.unwrap_or_default());
     }
 
     /// ClickHouse's UUID: its high 64 bits, then its low 64 bits, each little-endian.
@@ -271,6 +273,35 @@ mod tests {
             block.take().as_ref(),
             b"\x03\x00\x04name\x06String\x04tags\x0dArray(String)\x04note\x10Nullable(String)"
         );
+    }
+
+    /// Writes its two columns in the wrong order, or only the first.
+    struct OutOfStep {
+        swapped: bool,
+    }
+
+    impl NativeRow for OutOfStep {
+        const COLUMNS: &'static [(&'static str, Kind)] =
+            &[("name", Kind::String), ("flag", Kind::UInt8)];
+
+        fn write(&self, row: &mut RowWriter<'_>) {
+            if self.swapped {
+                row.u8(1);
+            }
+            row.string("x");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "column name")]
+    fn a_row_writing_its_columns_out_of_order_is_refused() {
+        NativeBlock::new::<OutOfStep>().push(&OutOfStep { swapped: true });
+    }
+
+    #[test]
+    #[should_panic(expected = "a row fills every column")]
+    fn a_row_leaving_a_column_unwritten_is_refused() {
+        NativeBlock::new::<OutOfStep>().push(&OutOfStep { swapped: false });
     }
 
     #[test]

@@ -443,6 +443,77 @@ pub fn keep_shared_mentions(chunks: &mut [PlannedChunk]) {
     }
 }
 
+/// Once a plan hands its mention hashes to Postgres, it stores its chunks in batches of this
+/// many chunks, or of this many hashes, whichever comes first.
+const PLAN_BATCH: usize = 1000;
+const PLAN_BATCH_MENTIONS: usize = 1 << 16;
+
+/// The chunks a plan has found and not stored yet. While their mention hashes fit in
+/// `mentions_in_memory`, the plan holds them all and finds the shared hashes itself at the end;
+/// past that, it stores them in batches as it scans, and Postgres finds the shared hashes.
+#[derive(Debug)]
+pub struct HeldChunks {
+    chunks: Vec<PlannedChunk>,
+    mentions: usize,
+    mentions_in_memory: usize,
+    past_memory: bool,
+    handed_out: u32,
+}
+
+/// What is left to store when the scan ends.
+#[derive(Debug, PartialEq)]
+pub enum LastChunks {
+    /// Every chunk of the plan, each with its shared hashes only.
+    SharedFound(Vec<PlannedChunk>),
+    /// The chunks after the last batch, with every hash they carry: Postgres finds the shared ones.
+    ForPostgres(Vec<PlannedChunk>),
+}
+
+impl HeldChunks {
+    pub fn new(mentions_in_memory: usize) -> Self {
+        Self {
+            chunks: Vec::new(),
+            mentions: 0,
+            mentions_in_memory,
+            past_memory: false,
+            handed_out: 0,
+        }
+    }
+
+    pub fn hold(&mut self, chunks: impl IntoIterator<Item = PlannedChunk>) {
+        for chunk in chunks {
+            self.mentions += chunk.mentions.len();
+            self.chunks.push(chunk);
+        }
+        self.past_memory |= self.mentions > self.mentions_in_memory;
+    }
+
+    /// A batch to store now, once the plan's hashes no longer fit in memory.
+    pub fn full_batch(&mut self) -> Option<Vec<PlannedChunk>> {
+        let full = self.chunks.len() >= PLAN_BATCH || self.mentions >= PLAN_BATCH_MENTIONS;
+        (self.past_memory && full).then(|| self.take())
+    }
+
+    /// The rest, and how many chunks the plan has.
+    pub fn finish(mut self) -> (LastChunks, u32) {
+        let past_memory = self.past_memory;
+        let mut rest = self.take();
+        let last = if past_memory {
+            LastChunks::ForPostgres(rest)
+        } else {
+            keep_shared_mentions(&mut rest);
+            LastChunks::SharedFound(rest)
+        };
+        (last, self.handed_out)
+    }
+
+    fn take(&mut self) -> Vec<PlannedChunk> {
+        self.handed_out += self.chunks.len() as u32;
+        self.mentions = 0;
+        std::mem::take(&mut self.chunks)
+    }
+}
+
 /// Plans a whole in-memory object (tests, fuzzing and small inputs).
 pub fn plan_bytes(
     object: &[u8],
@@ -944,6 +1015,18 @@ mod tests {
         )
     }
 
+    /// A chunk of no bytes carrying `hashes`: what the mention tests look at.
+    fn chunk_mentioning(index: u32, hashes: &std::collections::BTreeSet<i64>) -> PlannedChunk {
+        PlannedChunk {
+            index,
+            start: 0,
+            end: 0,
+            first_row: 1,
+            rows: 0,
+            mentions: hashes.iter().copied().collect(),
+        }
+    }
+
     proptest! {
         #[test]
         fn shared_mentions_are_the_hashes_more_than_one_chunk_carries(
@@ -953,14 +1036,7 @@ mod tests {
             let mut planned: Vec<PlannedChunk> = chunks
                 .iter()
                 .enumerate()
-                .map(|(index, hashes)| PlannedChunk {
-                    index: index as u32,
-                    start: 0,
-                    end: 0,
-                    first_row: 1,
-                    rows: 0,
-                    mentions: hashes.iter().copied().collect(),
-                })
+                .map(|(index, hashes)| chunk_mentioning(index as u32, hashes))
                 .collect();
             keep_shared_mentions(&mut planned);
             for (chunk, hashes) in planned.iter().zip(&chunks) {
@@ -970,6 +1046,53 @@ mod tests {
                     .filter(|h| chunks.iter().filter(|other| other.contains(h)).count() > 1)
                     .collect();
                 prop_assert_eq!(&chunk.mentions, &expected);
+            }
+        }
+
+        /// Pieces of a scan, each a run of chunks with a few hashes; the plan overflows its
+        /// memory somewhere in some cases and never in others.
+        #[test]
+        fn held_chunks_come_out_once_in_order_and_in_batches_only_past_memory(
+            pieces in prop::collection::vec(
+                prop::collection::vec(prop::collection::btree_set(-4i64..4, 0..3), 0..1300),
+                0..5),
+            mentions_in_memory in 0usize..3000,
+        ) {
+            let mut next_index = 0u32;
+            let mut held = HeldChunks::new(mentions_in_memory);
+            let mut all = Vec::new();
+            let mut handed_out: Vec<PlannedChunk> = Vec::new();
+            let mut mentions_so_far = 0usize;
+            for piece in &pieces {
+                let chunks: Vec<PlannedChunk> = piece
+                    .iter()
+                    .map(|hashes| {
+                        next_index += 1;
+                        chunk_mentioning(next_index - 1, hashes)
+                    })
+                    .collect();
+                mentions_so_far += piece.iter().map(|h| h.len()).sum::<usize>();
+                all.extend(chunks.iter().cloned());
+                held.hold(chunks);
+                if let Some(batch) = held.full_batch() {
+                    prop_assert!(mentions_so_far > mentions_in_memory, "a batch within memory");
+                    let hashes: usize = batch.iter().map(|c| c.mentions.len()).sum();
+                    prop_assert!(batch.len() >= PLAN_BATCH || hashes >= PLAN_BATCH_MENTIONS);
+                    handed_out.extend(batch);
+                }
+            }
+            let (last, count) = held.finish();
+            prop_assert_eq!(count as usize, all.len());
+            if mentions_so_far > mentions_in_memory {
+                let LastChunks::ForPostgres(rest) = last else {
+                    return Err(TestCaseError::fail("past memory, the shared hashes are found in the worker"));
+                };
+                handed_out.extend(rest);
+                prop_assert_eq!(handed_out, all);
+            } else {
+                prop_assert!(handed_out.is_empty());
+                keep_shared_mentions(&mut all);
+                prop_assert_eq!(last, LastChunks::SharedFound(all));
             }
         }
 

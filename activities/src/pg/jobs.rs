@@ -66,6 +66,13 @@ pub enum SharedMentions<'a> {
     Found(&'a [PlannedChunk]),
 }
 
+/// How a plan transaction holds the job row.
+#[derive(Clone, Copy)]
+enum RowLock {
+    Share,
+    Update,
+}
+
 /// Which hash column a chunk's hashes go to.
 #[derive(Clone, Copy)]
 enum HashColumn {
@@ -74,16 +81,29 @@ enum HashColumn {
 }
 
 impl PlanWriter<'_> {
+    /// Locks the job row for the rest of `tx`; whether its plan is complete.
+    async fn lock_planned(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        lock: RowLock,
+    ) -> Result<bool, EtlError> {
+        let statement = match lock {
+            RowLock::Share => "SELECT planned_at IS NOT NULL FROM etl_jobs WHERE id = $1 FOR SHARE",
+            RowLock::Update => {
+                "SELECT planned_at IS NOT NULL FROM etl_jobs WHERE id = $1 FOR UPDATE"
+            }
+        };
+        Ok(sqlx::query_scalar(statement)
+            .bind(self.job_id)
+            .fetch_one(tx)
+            .await?)
+    }
+
     /// Stores chunks with every mention hash they carry (for [`SharedMentions::InPostgres`]).
     pub async fn add_chunks(&mut self, chunks: &[PlannedChunk]) -> Result<(), EtlError> {
         let mut tx = self.pg.pool().begin().await?;
         // Shares the job row with other attempts' batches; `finish` takes it exclusively.
-        let planned: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT planned_at FROM etl_jobs WHERE id = $1 FOR SHARE")
-                .bind(self.job_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if planned.is_none() {
+        if !self.lock_planned(&mut tx, RowLock::Share).await? {
             store_chunks(&mut tx, self.job_id, chunks, HashColumn::Mentions).await?;
         }
         tx.commit().await?;
@@ -104,12 +124,7 @@ impl PlanWriter<'_> {
         mentions: SharedMentions<'_>,
     ) -> Result<(), EtlError> {
         let mut tx = self.pg.pool().begin().await?;
-        let planned: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT planned_at FROM etl_jobs WHERE id = $1 FOR UPDATE")
-                .bind(self.job_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if planned.is_some() {
+        if self.lock_planned(&mut tx, RowLock::Update).await? {
             return Ok(());
         }
         match mentions {
