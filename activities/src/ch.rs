@@ -239,8 +239,8 @@ fn parse_version(version: &str) -> Option<(u32, u32)> {
 
 impl ChStore {
     /// A client with the `clickhouse` crate's defaults (reads in RowBinary checked against the
-    /// types; inserts in Native blocks, [`crate::native`]), LZ4 as `CLICKHOUSE_COMPRESSION` says; `https://` URLs trust the system roots and
-    /// `CLICKHOUSE_CA_FILE`.
+    /// types; inserts in Native blocks, [`crate::native`]), LZ4 as `CLICKHOUSE_COMPRESSION`
+    /// says; `https://` URLs trust the system roots and `CLICKHOUSE_CA_FILE`.
     pub fn new(config: &Config) -> Result<Self, EtlError> {
         let client = crate::tls::clickhouse_client(config.clickhouse_ca_file.as_deref())
             .map_err(|reason| {

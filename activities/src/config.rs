@@ -179,6 +179,27 @@ impl Env {
         }
     }
 
+    /// A whole number, at least `least`.
+    fn count(
+        &self,
+        name: &'static str,
+        default: usize,
+        least: usize,
+    ) -> Result<usize, ConfigError> {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= least)
+                .ok_or_else(|| ConfigError::Invalid {
+                    name,
+                    reason: format!("expected a whole number of at least {least}, got {v:?}"),
+                }),
+        }
+    }
+
     fn file(&self, name: &'static str) -> Result<Option<PathBuf>, ConfigError> {
         let Some(path) = self.optional(name).map(PathBuf::from) else {
             return Ok(None);
@@ -327,22 +348,12 @@ impl Config {
             return Err(ConfigError::Missing(env.missing));
         }
 
-        let max_concurrent_activities = env
-            .or("ETL_MAX_CONCURRENT_ACTIVITIES", "4")
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or(ConfigError::Invalid {
-                name: "ETL_MAX_CONCURRENT_ACTIVITIES",
-                reason: "expected a positive integer".to_owned(),
-            })?;
-        let plan_mentions_in_memory = match env.optional("ETL_PLAN_MENTIONS_IN_MEMORY") {
-            None => crate::DEFAULT_PLAN_MENTIONS_IN_MEMORY,
-            Some(value) => value.parse::<usize>().map_err(|_| ConfigError::Invalid {
-                name: "ETL_PLAN_MENTIONS_IN_MEMORY",
-                reason: format!("expected a number of hashes (0 or more), got {value:?}"),
-            })?,
-        };
+        let max_concurrent_activities = env.count("ETL_MAX_CONCURRENT_ACTIVITIES", 4, 1)?;
+        let plan_mentions_in_memory = env.count(
+            "ETL_PLAN_MENTIONS_IN_MEMORY",
+            crate::DEFAULT_PLAN_MENTIONS_IN_MEMORY,
+            0,
+        )?;
         let metrics_addr = match env::var("ETL_METRICS_ADDR") {
             Ok(v) if v.trim().is_empty() => None,
             Ok(v) => Some(v),

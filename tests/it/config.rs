@@ -85,7 +85,7 @@ async fn bad_configuration_fails_at_start_up_without_leaking_secrets() {
     let wrong_db = format!("postgres://postgres:{pg_secret}@127.0.0.1:5432/no_such_database");
     // Another host and no sslmode: libpq's `prefer` could send the password in plaintext.
     let remote_without_sslmode = format!("postgres://etl:{pg_secret}@db.example.com/catalog");
-    let cases: [(&[(&str, &str)], &str); 11] = [
+    let cases: [(&[(&str, &str)], &str); 12] = [
         (
             &[("DATABASE_URL", remote_without_sslmode.as_str())],
             "no sslmode is set",
@@ -112,6 +112,10 @@ async fn bad_configuration_fails_at_start_up_without_leaking_secrets() {
         (
             &[("ETL_PLAN_MENTIONS_IN_MEMORY", "-1")],
             "ETL_PLAN_MENTIONS_IN_MEMORY is invalid",
+        ),
+        (
+            &[("ETL_MAX_CONCURRENT_ACTIVITIES", "0")],
+            "ETL_MAX_CONCURRENT_ACTIVITIES is invalid",
         ),
         (
             &[("ETL_METRICS_ADDR", "nowhere")],

@@ -318,8 +318,11 @@ impl TestEnv {
 
     /// SIGUSR1 to every worker started with a pause point: activities held there go on.
     pub fn release_pause(&self) {
-        let paused = self.workers.iter();
-        for worker in paused.filter(|w| self.paused_pids.contains(&w.id())) {
+        for worker in self
+            .workers
+            .iter()
+            .filter(|w| self.paused_pids.contains(&w.id()))
+        {
             let status = Command::new("kill")
                 .args(["-USR1", &worker.id().to_string()])
                 .status()
