@@ -50,7 +50,7 @@ bench-fleet: up
 	bash scripts/bench.sh --fleet
 # About 1 GB of CSV (1,450,000 rows of ~740 bytes): worker peak RSS with default settings.
 bench-big: up
-	BENCH_ROWS=$${BENCH_ROWS:-1450000} bash scripts/bench.sh
+	BENCH_ROWS=$${BENCH_ROWS:-1450000} BENCH_RUNS=$${BENCH_RUNS:-1} bash scripts/bench.sh
 bench-runaway: up
 	bash scripts/bench-runaway.sh
 bench-reconcile: up

@@ -24,12 +24,16 @@ use serde_json::Value;
 
 use crate::{
     Args, BENCH_DATABASE, Table, cpu_by_service, cpu_spent, execution_flags, fresh_clickhouse,
-    fresh_postgres, idle_cpu_per_second, peak_rss_kib, start_worker,
+    fresh_postgres, idle_cpu_per_second, peak_rss_kib,
+    runs::{Bound, Spread, TargetCheck, cpu_spreads},
+    start_worker,
 };
 
 const FLEET_SOURCES: u64 = 12;
 const HOSTILE_SOURCES: u64 = 2;
 const WORKERS: usize = 2;
+/// Issue 18's target: the fleet's rows per second over the one job's, at least.
+const TARGET_RATIO: f64 = 0.85;
 
 #[derive(Serialize)]
 struct Run {
@@ -45,7 +49,7 @@ struct Run {
 }
 
 #[derive(Serialize)]
-struct FleetReport {
+struct FleetRun {
     one_job: Run,
     fleet: Run,
     /// Fleet rows/s over one job's rows/s.
@@ -53,6 +57,55 @@ struct FleetReport {
     /// The larger of the two workers' peak resident memory over both runs (the fleet keeps
     /// every activity slot of both busy: the most chunks in flight per worker).
     workers_peak_rss_mib: f64,
+}
+
+#[derive(Serialize)]
+struct FleetReport<'a> {
+    /// The last run's figures.
+    #[serde(flatten)]
+    last: &'a FleetRun,
+    /// Every run, in the order they ran.
+    runs: &'a [FleetRun],
+    summary: FleetSummary,
+}
+
+/// The runs' min / median / max, and the target judged on the median ratio.
+#[derive(Serialize)]
+struct FleetSummary {
+    runs: usize,
+    ratio: Spread,
+    one_job_seconds: Spread,
+    fleet_seconds: Spread,
+    one_job_cpu_ms_per_1k_rows: Spread,
+    fleet_cpu_ms_per_1k_rows: Spread,
+    one_job_cpu_seconds: BTreeMap<String, Spread>,
+    fleet_cpu_seconds: BTreeMap<String, Spread>,
+    workers_peak_rss_mib: Spread,
+    target: TargetCheck,
+}
+
+impl FleetSummary {
+    fn of(runs: &[FleetRun]) -> Option<Self> {
+        let spread = |figure: fn(&FleetRun) -> f64| Spread::of(runs.iter().map(figure));
+        let ratio = spread(|r| r.ratio)?;
+        Some(Self {
+            runs: runs.len(),
+            ratio,
+            one_job_seconds: spread(|r| r.one_job.seconds)?,
+            fleet_seconds: spread(|r| r.fleet.seconds)?,
+            one_job_cpu_ms_per_1k_rows: spread(|r| r.one_job.cpu_ms_per_1k_rows)?,
+            fleet_cpu_ms_per_1k_rows: spread(|r| r.fleet.cpu_ms_per_1k_rows)?,
+            one_job_cpu_seconds: cpu_spreads(runs.iter().map(|r| &r.one_job.cpu_seconds)),
+            fleet_cpu_seconds: cpu_spreads(runs.iter().map(|r| &r.fleet.cpu_seconds)),
+            workers_peak_rss_mib: spread(|r| r.workers_peak_rss_mib)?,
+            target: TargetCheck::judge(
+                "fleet / one job, rows per second",
+                Bound::AtLeast,
+                TARGET_RATIO,
+                ratio,
+            ),
+        })
+    }
 }
 
 struct Object {
@@ -115,6 +168,37 @@ pub async fn run(args: &Args, base: &Config) -> anyhow::Result<()> {
         fleet.push(upload(format!("fleet-{kind}-{n:02}"), config).await?);
     }
 
+    let mut runs = Vec::new();
+    for run in 1..=args.runs {
+        if args.runs > 1 {
+            eprintln!("fleet: run {run} of {}", args.runs);
+        }
+        let run = measure(args, base, &work_dir, stamp, &big, &fleet).await?;
+        print_fleet(&run);
+        runs.push(run);
+    }
+    let summary = FleetSummary::of(&runs).context("no run")?;
+    print_summary(&summary);
+    let report = FleetReport {
+        last: runs.last().context("no run")?,
+        runs: &runs,
+        summary,
+    };
+    let out = work_dir.join("fleet.json");
+    std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
+    eprintln!("written to {}", out.display());
+    Ok(())
+}
+
+/// One run: fresh databases, two workers, the one job, then the fleet.
+async fn measure(
+    args: &Args,
+    base: &Config,
+    work_dir: &Path,
+    stamp: u32,
+    big: &Object,
+    fleet: &[Object],
+) -> anyhow::Result<FleetRun> {
     let database_url = fresh_postgres(base).await?;
     fresh_clickhouse(base).await?;
     let env = vec![
@@ -129,25 +213,20 @@ pub async fn run(args: &Args, base: &Config) -> anyhow::Result<()> {
         std::fs::create_dir_all(&log_dir)?;
         workers.push(start_worker(&args.bin_dir, &env, &log_dir)?);
     }
-    let one_job = ingest_all(args, &env, "one job", std::slice::from_ref(&big))?;
-    let fleet = ingest_all(args, &env, "fleet", &fleet)?;
+    let one_job = ingest_all(args, &env, "one job", std::slice::from_ref(big))?;
+    let fleet = ingest_all(args, &env, "fleet", fleet)?;
     let mut workers_peak_rss_kib = 0;
     for mut worker in workers {
         workers_peak_rss_kib = workers_peak_rss_kib.max(peak_rss_kib(worker.id())?);
         worker.kill().ok();
         worker.wait().ok();
     }
-    let report = FleetReport {
+    Ok(FleetRun {
         ratio: fleet.rows_per_sec / one_job.rows_per_sec,
         one_job,
         fleet,
         workers_peak_rss_mib: workers_peak_rss_kib as f64 / 1024.0,
-    };
-    print_fleet(&report);
-    let out = work_dir.join("fleet.json");
-    std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
-    eprintln!("written to {}", out.display());
-    Ok(())
+    })
 }
 
 /// Starts an `etlctl ingest --wait` of every object at once and waits for all; checks each.
@@ -241,7 +320,44 @@ fn run_figures(
     }
 }
 
-fn print_fleet(report: &FleetReport) {
+fn print_summary(summary: &FleetSummary) {
+    println!("\nover {} run(s), min / median / max:", summary.runs);
+    let line = |label: &str, one_job: String, fleet: String| {
+        println!("{label:<34} {one_job:>24} {fleet:>24}");
+    };
+    line("", "one job".to_owned(), "fleet".to_owned());
+    line(
+        "wall, s",
+        summary.one_job_seconds.show(2),
+        summary.fleet_seconds.show(2),
+    );
+    let services: std::collections::BTreeSet<&String> = summary
+        .one_job_cpu_seconds
+        .keys()
+        .chain(summary.fleet_cpu_seconds.keys())
+        .collect();
+    let show = |spreads: &BTreeMap<String, Spread>, service: &String| {
+        spreads
+            .get(service)
+            .map_or_else(String::new, |spread| spread.show(2))
+    };
+    for service in services {
+        line(
+            &format!("CPU s: {service}"),
+            show(&summary.one_job_cpu_seconds, service),
+            show(&summary.fleet_cpu_seconds, service),
+        );
+    }
+    line(
+        "CPU ms per 1k rows (all)",
+        summary.one_job_cpu_ms_per_1k_rows.show(1),
+        summary.fleet_cpu_ms_per_1k_rows.show(1),
+    );
+    println!("RATIO fleet / one job (rows/s): {}", summary.ratio.show(2));
+    println!("TARGET fleet: {}", summary.target);
+}
+
+fn print_fleet(report: &FleetRun) {
     let columns = [&report.one_job, &report.fleet];
     let table = Table {
         columns: &columns,

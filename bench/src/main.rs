@@ -1,5 +1,6 @@
 //! `etl-bench`: the pipeline's speed against the physical limit of this machine, side by side,
-//! on the same generated files, in one run (`make bench`). Two scenarios:
+//! on the same generated files (`make bench`: three runs, summed up in [`runs`]). Two
+//! scenarios:
 //!
 //! - first day: a source's catalog ingested into empty tables;
 //! - next day: the next day's snapshot of the same catalog (about 3% of rows changed, 1%
@@ -37,6 +38,9 @@ use sqlx::{Connection, PgConnection};
 use tokio::io::AsyncReadExt;
 
 mod fleet;
+mod runs;
+
+use runs::{Bound, Spread, TargetCheck, cpu_spreads};
 
 const BENCH_DATABASE: &str = "catalog_etl_bench";
 
@@ -63,6 +67,10 @@ struct Args {
     /// `make bench-fleet`: 12 sources at once on two workers against one big job (`fleet.rs`).
     #[arg(long)]
     fleet: bool,
+    /// Runs of the whole benchmark, each on fresh databases; the summary gives min / median /
+    /// max over them and judges the targets on the median.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
     /// Where the figures go as JSON.
     #[arg(long, default_value = "target/bench/latest.json")]
     out: PathBuf,
@@ -141,10 +149,78 @@ struct Scenario {
 }
 
 #[derive(Serialize)]
-struct Report {
+struct Report<'a> {
     chunk_bytes: Option<u64>,
     parallel: Option<u32>,
-    scenarios: Vec<Scenario>,
+    /// The last run's scenarios.
+    scenarios: &'a [Scenario],
+    /// Every run's scenarios, in the order they ran.
+    runs: &'a [Vec<Scenario>],
+    /// Each scenario over the runs.
+    summary: Vec<ScenarioSummary>,
+}
+
+/// One scenario over the runs: min / median / max, and issue 18's targets for it.
+#[derive(Serialize)]
+struct ScenarioSummary {
+    name: &'static str,
+    runs: usize,
+    cpu_ms_per_1k_rows: Spread,
+    ratio: Spread,
+    pipeline_seconds: Spread,
+    limit_seconds: Spread,
+    worker_peak_rss_mib: Spread,
+    cpu_seconds: BTreeMap<String, Spread>,
+    targets: Vec<TargetCheck>,
+}
+
+/// Issue 18's targets for a scenario: all services' CPU-ms per 1,000 rows (at most) and the
+/// pipeline's speed over the limit's (at least).
+fn targets(scenario: &str) -> Option<(f64, f64)> {
+    match scenario {
+        "first day" => Some((25.0, 0.3)),
+        "next day" => Some((15.0, 0.5)),
+        _ => None,
+    }
+}
+
+fn summarize(runs: &[Vec<Scenario>]) -> Vec<ScenarioSummary> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .enumerate()
+        .filter_map(|(index, scenario)| {
+            let same: Vec<&Scenario> = runs.iter().filter_map(|run| run.get(index)).collect();
+            let spread = |figure: fn(&Scenario) -> f64| Spread::of(same.iter().map(|s| figure(s)));
+            let cpu_ms_per_1k_rows = spread(|s| s.cpu_ms_per_1k_rows)?;
+            let ratio = spread(|s| s.ratio)?;
+            Some(ScenarioSummary {
+                name: scenario.name,
+                runs: same.len(),
+                cpu_ms_per_1k_rows,
+                ratio,
+                pipeline_seconds: spread(|s| s.pipeline.seconds)?,
+                limit_seconds: spread(|s| s.limit.seconds)?,
+                worker_peak_rss_mib: spread(|s| s.worker_peak_rss_mib)?,
+                cpu_seconds: cpu_spreads(same.iter().map(|s| &s.cpu_seconds)),
+                targets: targets(scenario.name)
+                    .map(|(cpu, speed)| {
+                        vec![
+                            TargetCheck::judge(
+                                "CPU-ms per 1,000 rows, all services",
+                                Bound::AtMost,
+                                cpu,
+                                cpu_ms_per_1k_rows,
+                            ),
+                            TargetCheck::judge("pipeline / limit", Bound::AtLeast, speed, ratio),
+                        ]
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -206,27 +282,38 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
-    let database_url = fresh_postgres(&base).await?;
-    let ch = fresh_clickhouse(&base).await?;
-    let env = vec![
-        ("DATABASE_URL".to_owned(), database_url.clone()),
-        ("CLICKHOUSE_DATABASE".to_owned(), BENCH_DATABASE.to_owned()),
-        (
-            "ETL_TASK_QUEUE".to_owned(),
-            format!("bench-{}", std::process::id()),
-        ),
-        ("ETL_METRICS_ADDR".to_owned(), String::new()),
-        ("RUST_LOG".to_owned(), "warn".to_owned()),
-    ];
-    let mut scenarios = Vec::new();
-    for day in &days {
-        scenarios.push(measure(&args, &database_url, &ch, &env, &work_dir, day).await?);
+    let mut runs = Vec::new();
+    for run in 1..=args.runs {
+        if args.runs > 1 {
+            eprintln!("run {run} of {}", args.runs);
+        }
+        let database_url = fresh_postgres(&base).await?;
+        let ch = fresh_clickhouse(&base).await?;
+        let env = vec![
+            ("DATABASE_URL".to_owned(), database_url.clone()),
+            ("CLICKHOUSE_DATABASE".to_owned(), BENCH_DATABASE.to_owned()),
+            (
+                "ETL_TASK_QUEUE".to_owned(),
+                format!("bench-{}", std::process::id()),
+            ),
+            ("ETL_METRICS_ADDR".to_owned(), String::new()),
+            ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ];
+        let mut scenarios = Vec::new();
+        for day in &days {
+            scenarios.push(measure(&args, &database_url, &ch, &env, &work_dir, day).await?);
+        }
+        print_report(&scenarios);
+        runs.push(scenarios);
     }
-    print_report(&scenarios);
+    let summary = summarize(&runs);
+    print_summary(&summary);
     let report = Report {
         chunk_bytes: args.chunk_bytes,
         parallel: args.parallel,
-        scenarios,
+        scenarios: runs.last().map(Vec::as_slice).unwrap_or_default(),
+        runs: &runs,
+        summary,
     };
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
     eprintln!("written to {}", args.out.display());
@@ -810,6 +897,36 @@ fn print_report(scenarios: &[Scenario]) {
             &format!("ClickHouse CPU per query and per part event, {}", s.name),
             &s.clickhouse_cpu,
         );
+    }
+}
+
+fn print_summary(summary: &[ScenarioSummary]) {
+    let columns: Vec<&ScenarioSummary> = summary.iter().collect();
+    let table = Table {
+        columns: &columns,
+        width: 24,
+    };
+    let runs = summary.first().map_or(0, |s| s.runs);
+    println!("\nover {runs} run(s), min / median / max:");
+    table.row("", |s| s.name.to_owned());
+    table.row("limit, s", |s| s.limit_seconds.show(2));
+    table.row("pipeline, s", |s| s.pipeline_seconds.show(2));
+    table.row("RATIO pipeline / limit", |s| s.ratio.show(2));
+    table.row("worker peak RSS, MiB", |s| s.worker_peak_rss_mib.show(0));
+    let services: std::collections::BTreeSet<&String> =
+        summary.iter().flat_map(|s| s.cpu_seconds.keys()).collect();
+    for service in services {
+        table.row(&format!("CPU s: {service}"), |s| {
+            s.cpu_seconds
+                .get(service)
+                .map_or_else(String::new, |spread| spread.show(2))
+        });
+    }
+    table.row("CPU ms per 1k rows (all)", |s| s.cpu_ms_per_1k_rows.show(1));
+    for scenario in summary {
+        for target in &scenario.targets {
+            println!("TARGET {}: {target}", scenario.name);
+        }
     }
 }
 
