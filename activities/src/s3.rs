@@ -343,13 +343,24 @@ impl ObjectStore {
         {
             return Ok(());
         }
-        self.client
-            .create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .map_err(|err| s3_error(&format!("create bucket {bucket}"), err))?;
-        Ok(())
+        self.create_bucket(bucket).await
+    }
+
+    /// Creates `bucket`. One that exists and is ours already is success: another caller
+    /// created it since our HEAD, or the SDK retried a create whose first attempt the store
+    /// had carried out.
+    pub async fn create_bucket(&self, bucket: &str) -> Result<(), EtlError> {
+        match self.client.create_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|err| err.is_bucket_already_owned_by_you()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(s3_error(&format!("create bucket {bucket}"), err)),
+        }
     }
 
     /// Start-up check: the bucket exists and the credentials can read it.

@@ -866,3 +866,26 @@ async fn retention_prunes_the_chunk_ledgers_of_long_completed_jobs() {
     );
     assert_eq!(u(&run(&env)["ledgers_pruned"]), 0, "nothing twice");
 }
+
+/// `etlctl generate`, the bench and the tests make their bucket when it is missing. A create
+/// can meet the bucket made already: another caller's, or its own first attempt that the
+/// store carried out before the SDK retried it. The store answers `BucketAlreadyOwnedByYou`,
+/// and that is success.
+#[tokio::test(flavor = "multi_thread")]
+async fn creating_a_bucket_that_is_already_ours_succeeds() {
+    let env = TestEnv::new("bucket_twice").await;
+    let bucket = format!("{}-made-twice", env.bucket);
+    env.s3.create_bucket(&bucket).await.expect("a new bucket");
+    env.s3
+        .create_bucket(&bucket)
+        .await
+        .expect("the same bucket, created again");
+    env.s3
+        .ensure_bucket(&bucket)
+        .await
+        .expect("an existing bucket");
+    env.s3
+        .put(&bucket, "probe.csv", bytes::Bytes::from_static(b"sku\n"))
+        .await
+        .expect("the bucket takes objects");
+}
