@@ -307,10 +307,11 @@ up_temporal() {
   log "temporal: starting dev server on $HOST:$TEMPORAL_PORT, UI on $HOST:$TEMPORAL_UI_PORT"
   # SQLite's default rollback journal with synchronous=full fsyncs the file several times per
   # transaction, and the dev server writes one for every workflow task, activity start and
-  # completion: a third of its CPU was kernel time (perf), task switches and block I/O of
-  # writeback and fsync among the most, and a morning's fleet of small jobs paid it per job. WAL with synchronous=normal appends, and syncs at
-  # checkpoints: a killed server loses nothing (the WAL is in the file system), a power cut
-  # may lose its last transactions. A production cluster has its own persistence.
+  # completion: a third of its CPU was kernel time (perf: task switches, and the block I/O of
+  # writeback and fsync), which a morning's fleet of small jobs paid per job. WAL with
+  # synchronous=normal appends, and syncs at checkpoints: a killed server loses nothing (the
+  # WAL is in the file system), a power cut may lose its last transactions. A production
+  # cluster has its own persistence.
   start_daemon "$pidfile" "$logf" "$t" server start-dev \
     --ip "$HOST" --port "$TEMPORAL_PORT" --ui-port "$TEMPORAL_UI_PORT" \
     --db-filename "$STATE/temporal.db" \

@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::{
     Args, BENCH_DATABASE, Table, cpu_by_service, cpu_spent, execution_flags, fresh_clickhouse,
     fresh_postgres, idle_cpu_per_second, peak_rss_kib,
-    runs::{Bound, Spread, TargetCheck, cpu_spreads},
+    runs::{Bound, Spread, TargetCheck, cpu_spreads, services},
     start_worker,
 };
 
@@ -331,17 +331,12 @@ fn print_summary(summary: &FleetSummary) {
         summary.one_job_seconds.show(2),
         summary.fleet_seconds.show(2),
     );
-    let services: std::collections::BTreeSet<&String> = summary
-        .one_job_cpu_seconds
-        .keys()
-        .chain(summary.fleet_cpu_seconds.keys())
-        .collect();
     let show = |spreads: &BTreeMap<String, Spread>, service: &String| {
         spreads
             .get(service)
             .map_or_else(String::new, |spread| spread.show(2))
     };
-    for service in services {
+    for service in services([&summary.one_job_cpu_seconds, &summary.fleet_cpu_seconds]) {
         line(
             &format!("CPU s: {service}"),
             show(&summary.one_job_cpu_seconds, service),
@@ -369,9 +364,7 @@ fn print_fleet(report: &FleetRun) {
     table.row("rows", |r| r.rows.to_string());
     table.row("wall", |r| format!("{:.2} s", r.seconds));
     table.row("rows/s", |r| format!("{:.0}", r.rows_per_sec));
-    let services: std::collections::BTreeSet<&String> =
-        columns.iter().flat_map(|r| r.cpu_seconds.keys()).collect();
-    for service in services {
+    for service in services(columns.iter().map(|r| &r.cpu_seconds)) {
         table.row(&format!("CPU s: {service}"), |r| {
             format!("{:.2}", r.cpu_seconds.get(service).copied().unwrap_or(0.0))
         });

@@ -40,7 +40,7 @@ use tokio::io::AsyncReadExt;
 mod fleet;
 mod runs;
 
-use runs::{Bound, Spread, TargetCheck, cpu_spreads};
+use runs::{Bound, Spread, TargetCheck, cpu_spreads, services};
 
 const BENCH_DATABASE: &str = "catalog_etl_bench";
 
@@ -882,11 +882,7 @@ fn print_report(scenarios: &[Scenario]) {
         format!("{:.2} s", s.chunk_activity_seconds)
     });
     table.row("after the chunks", |s| format!("{:.2} s", s.tail_seconds));
-    let services: std::collections::BTreeSet<&String> = scenarios
-        .iter()
-        .flat_map(|s| s.cpu_seconds.keys())
-        .collect();
-    for service in services {
+    for service in services(scenarios.iter().map(|s| &s.cpu_seconds)) {
         table.row(&format!("CPU s: {service}"), |s| {
             format!("{:.2}", s.cpu_seconds.get(service).copied().unwrap_or(0.0))
         });
@@ -894,11 +890,7 @@ fn print_report(scenarios: &[Scenario]) {
     table.row("CPU ms per 1k rows (all)", |s| {
         format!("{:.1}", s.cpu_ms_per_1k_rows)
     });
-    let idle_services: std::collections::BTreeSet<&String> = scenarios
-        .iter()
-        .flat_map(|s| s.idle_cpu_per_second.keys())
-        .collect();
-    for service in idle_services {
+    for service in services(scenarios.iter().map(|s| &s.idle_cpu_per_second)) {
         table.row(&format!("  idle CPU s per s: {service}"), |s| {
             format!(
                 "{:.3}",
@@ -936,9 +928,7 @@ fn print_summary(summary: &[ScenarioSummary]) {
     table.row("pipeline, s", |s| s.pipeline_seconds.show(2));
     table.row("RATIO pipeline / limit", |s| s.ratio.show(2));
     table.row("worker peak RSS, MiB", |s| s.worker_peak_rss_mib.show(0));
-    let services: std::collections::BTreeSet<&String> =
-        summary.iter().flat_map(|s| s.cpu_seconds.keys()).collect();
-    for service in services {
+    for service in services(summary.iter().map(|s| &s.cpu_seconds)) {
         table.row(&format!("CPU s: {service}"), |s| {
             s.cpu_seconds
                 .get(service)

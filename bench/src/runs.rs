@@ -2,7 +2,10 @@
 //! targets judged on the median. One run on two shared cores is noise: runs of one build
 //! spread ±10–15%, so a target is met by the middle run, not the best.
 
-use std::{collections::BTreeMap, fmt};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+};
 
 use serde::Serialize;
 
@@ -92,17 +95,20 @@ impl fmt::Display for TargetCheck {
     }
 }
 
+/// Every service any of `maps` names, in order: a service idle in one run or scenario is
+/// still a row of the table.
+pub fn services<'a, V: 'a>(
+    maps: impl IntoIterator<Item = &'a BTreeMap<String, V>>,
+) -> BTreeSet<&'a String> {
+    maps.into_iter().flat_map(BTreeMap::keys).collect()
+}
+
 /// CPU seconds per service over the runs. A service missing from a run (Postgres' background
 /// processes when they did nothing) spent nothing in it.
 pub fn cpu_spreads<'a>(
     runs: impl IntoIterator<Item = &'a BTreeMap<String, f64>> + Clone,
 ) -> BTreeMap<String, Spread> {
-    let services: std::collections::BTreeSet<&String> = runs
-        .clone()
-        .into_iter()
-        .flat_map(|run| run.keys())
-        .collect();
-    services
+    services(runs.clone())
         .into_iter()
         .filter_map(|service| {
             let spread = Spread::of(
