@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 MAKEFLAGS += --no-print-directory
 
-.PHONY: deps up down status env build demo test test-faults soak bench bench-fleet bench-big bench-runaway bench-reconcile screenshots record-histories
+.PHONY: deps up down status env build demo test test-faults soak bench bench-fleet bench-rows bench-big bench-runaway bench-reconcile screenshots record-histories
 
 deps:
 	bash scripts/stack.sh deps
@@ -48,6 +48,10 @@ bench: up
 # workers, against one 200,000-row job on the same stack; every job checked exact.
 bench-fleet: up
 	bash scripts/bench.sh --fleet
+# The worker's per-row stages alone (plan scan, parse and validate, hashes, digests), in CPU ns
+# per row on the first day's file: no service needed (BENCH_ROWS, BENCH_RUNS: default 5).
+bench-rows: build
+	target/release/etl-bench --per-row --rows $${BENCH_ROWS:-200000} --runs $${BENCH_RUNS:-5}
 # About 1 GB of CSV (1,450,000 rows of ~740 bytes): worker peak RSS with default settings.
 bench-big: up
 	BENCH_ROWS=$${BENCH_ROWS:-1450000} BENCH_RUNS=$${BENCH_RUNS:-1} bash scripts/bench.sh

@@ -38,7 +38,12 @@ use sqlx::{Connection, PgConnection};
 use tokio::io::AsyncReadExt;
 
 mod fleet;
+mod per_row;
 mod runs;
+
+/// The worker's allocator, so that `--per-row` measures what the worker spends.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use runs::{Bound, Spread, TargetCheck, cpu_spreads, services};
 
@@ -67,6 +72,11 @@ struct Args {
     /// `make bench-fleet`: 12 sources at once on two workers against one big job (`fleet.rs`).
     #[arg(long)]
     fleet: bool,
+    /// `make bench-rows`: the worker's per-row stages alone (plan scan, parse and validate,
+    /// hashes, digests) on the first day's file, in CPU ns per row; needs no service
+    /// (`per_row.rs`).
+    #[arg(long, conflicts_with = "fleet")]
+    per_row: bool,
     /// Runs of the whole benchmark, each on fresh databases; the summary gives min / median /
     /// max over them and judges the targets on the median.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -246,6 +256,9 @@ struct Day {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.per_row {
+        return per_row::run(&args);
+    }
     activities::tls::install_crypto_provider();
     let base = Config::from_env(Needs::ALL)?;
     if args.fleet {
