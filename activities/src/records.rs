@@ -99,15 +99,6 @@ enum State {
     QuoteInQuoted,
 }
 
-/// Bytes that end an unquoted run of field data.
-const UNQUOTED_SPECIAL: [bool; 256] = {
-    let mut table = [false; 256];
-    table[b',' as usize] = true;
-    table[b'\n' as usize] = true;
-    table[b'\r' as usize] = true;
-    table
-};
-
 /// Incremental record splitter: call [`read`](Self::read) with the input in order (any slicing)
 /// until it has consumed it all, then [`finish`](Self::finish) at the end of the input.
 #[derive(Debug, Clone)]
@@ -223,10 +214,12 @@ impl RecordReader {
                     _ => self.state = State::InField,
                 },
                 State::InField => {
+                    // The bytes that end an unquoted run, found with SIMD: every byte of the
+                    // object passes here twice (the plan's scan and the chunk's parse), and a
+                    // lookup per byte made the plan's scan a third slower.
                     let run = i;
-                    while i < input.len() && !UNQUOTED_SPECIAL[usize::from(input[i])] {
-                        i += 1;
-                    }
+                    i = memchr::memchr3(b',', b'\n', b'\r', &input[i..])
+                        .map_or(input.len(), |n| i + n);
                     if i > run {
                         sink.data(&input[run..i]);
                     }
@@ -250,7 +243,7 @@ impl RecordReader {
                         },
                     }
                 }
-                State::InQuoted => match input[i..].iter().position(|&b| b == b'"') {
+                State::InQuoted => match memchr::memchr(b'"', &input[i..]) {
                     Some(quote) => {
                         sink.data(&input[i..i + quote]);
                         i += quote + 1;
