@@ -43,7 +43,53 @@ pub fn check_url(s: &str) -> Result<(), UrlError> {
     if plainly_public_http_url(s) {
         return Ok(());
     }
-    check_parsed_url(s)
+    match host_decides(s) {
+        Some(host) => HOST_VERDICTS.with_borrow_mut(|verdicts| {
+            if let Some(verdict) = verdicts.get(host) {
+                return verdict.clone();
+            }
+            if verdicts.len() == HOST_VERDICTS_KEPT {
+                verdicts.clear();
+            }
+            let verdict = check_parsed_url(s);
+            verdicts.insert(host.to_owned(), verdict.clone());
+            verdict
+        }),
+        None => check_parsed_url(s),
+    }
+}
+
+/// Hosts a thread keeps the full check's verdict for ([`host_decides`]); a thread that meets
+/// more starts over.
+const HOST_VERDICTS_KEPT: usize = 1_024;
+
+thread_local! {
+    /// A source's URLs share a few hosts. When a host is outside the plain shape only because
+    /// of a punycode label (`xn--`: the shop's name has an umlaut or is written in another
+    /// script), the WHATWG parser's host check costs some twenty times the plain shape's, and
+    /// every URL of the source paid it.
+    static HOST_VERDICTS: std::cell::RefCell<std::collections::HashMap<String, Result<(), UrlError>>> =
+        Default::default();
+}
+
+/// The host of `s` when the full check's verdict on `s` depends on that host alone: `http://`
+/// or `https://` in lower case, then a non-empty host of lower-case letters, digits, dots and
+/// hyphens, then nothing, or `/`, `?` or `#` and anything. No user info, port,
+/// percent-encoding, upper case or backslash can change what the parser reads as that host
+/// (a `\` would end it), both schemes read hosts alike, and after the host the parser fails on
+/// nothing ([`plainly_public_http_url`]); so every URL with the host gets the host's verdict,
+/// whose message names only the host. An empty host is not one: the parser skips a third `/`.
+fn host_decides(s: &str) -> Option<&str> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))?;
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..host_end];
+    (!host.is_empty()
+        && host
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.')))
+    .then_some(host)
 }
 
 /// The rule on the WHATWG parser's reading of `s` (length already checked).
@@ -372,6 +418,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn urls_of_one_written_host_share_its_verdict_and_only_they() {
+        // Each pair in order: the second may find the first's verdict kept.
+        for (first, second) in [
+            (
+                "https://xn--bcher-kva.example/a",
+                "http://xn--bcher-kva.example?b=1",
+            ),
+            ("https://xn--zz.example/a", "https://xn--zz.example#b"),
+            ("https://1.2.3.4/a", "https://1.2.3.4"),
+            ("https://127.0.0.1/a", "http://127.0.0.1/b"),
+            // No host as written: the parser reads the host after the third `/`.
+            ("https:///shop.example/", "https:///127.0.0.1/"),
+            ("https:///127.0.0.1/", "https:///shop.example/"),
+        ] {
+            for url in [first, second] {
+                assert_eq!(check_url(url), check_parsed_url(url), "{url}");
+            }
+        }
+        assert_eq!(code("https:///127.0.0.1/"), Some("url_private_host"));
+        assert_eq!(code("https://xn--zz.example/"), Some("url_invalid"));
+        assert_eq!(code("https://xn--bcher-kva.example/"), None);
+    }
+
     proptest! {
         /// The shortcut never accepts what the full check refuses.
         #[test]
@@ -380,6 +450,21 @@ mod tests {
         ) {
             if plainly_public_http_url(&s) {
                 prop_assert_eq!(check_parsed_url(&s), Ok(()), "{}", s);
+            }
+        }
+
+        /// A host's kept verdict is the full check's for every URL with that host, whatever
+        /// follows it and in whichever order the URLs come.
+        #[test]
+        fn a_kept_host_verdict_is_the_full_checks(
+            urls in prop::collection::vec(
+                "https?://(xn--|xn--bcher-kva|xn--zz|[a-z0-9\\-]{0,4}|0x|localhost|\\.){1,4}\
+                 ([/?#\\\\:@%\t][a-z0-9/?#\\\\:@%\t.\\-]{0,8})?",
+                1..12,
+            )
+        ) {
+            for s in &urls {
+                prop_assert_eq!(check_url(s), check_parsed_url(s), "{}", s);
             }
         }
 
