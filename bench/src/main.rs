@@ -41,11 +41,11 @@ mod fleet;
 mod per_row;
 mod runs;
 
+use runs::{Bound, Spread, TargetCheck, cpu_spreads, services};
+
 /// The worker's allocator, so that `--per-row` measures what the worker spends.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-use runs::{Bound, Spread, TargetCheck, cpu_spreads, services};
 
 const BENCH_DATABASE: &str = "catalog_etl_bench";
 

@@ -60,8 +60,11 @@ pub fn check_url(s: &str) -> Result<(), UrlError> {
 }
 
 /// Hosts a thread keeps the full check's verdict for ([`host_decides`]); a thread that meets
-/// more starts over.
-const HOST_VERDICTS_KEPT: usize = 1_024;
+/// more starts over. With hosts of at most `MAX_KEPT_HOST_BYTES`, a thread keeps a few hundred
+/// KiB at most, whatever the file.
+const HOST_VERDICTS_KEPT: usize = 256;
+/// A DNS name has at most 253 characters; a longer host is judged each time.
+const MAX_KEPT_HOST_BYTES: usize = 253;
 
 thread_local! {
     /// A source's URLs share a few hosts. When a host is outside the plain shape only because
@@ -79,6 +82,7 @@ thread_local! {
 /// (a `\` would end it), both schemes read hosts alike, and after the host the parser fails on
 /// nothing ([`plainly_public_http_url`]); so every URL with the host gets the host's verdict,
 /// whose message names only the host. An empty host is not one: the parser skips a third `/`.
+/// `None` as well for a host too long to keep.
 fn host_decides(s: &str) -> Option<&str> {
     let rest = s
         .strip_prefix("https://")
@@ -86,6 +90,7 @@ fn host_decides(s: &str) -> Option<&str> {
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let host = &rest[..host_end];
     (!host.is_empty()
+        && host.len() <= MAX_KEPT_HOST_BYTES
         && host
             .bytes()
             .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.')))
@@ -440,6 +445,17 @@ mod tests {
         assert_eq!(code("https:///127.0.0.1/"), Some("url_private_host"));
         assert_eq!(code("https://xn--zz.example/"), Some("url_invalid"));
         assert_eq!(code("https://xn--bcher-kva.example/"), None);
+        let longest = format!("https://{}.example/", "a".repeat(MAX_KEPT_HOST_BYTES - 8));
+        assert!(
+            host_decides(&longest).is_some(),
+            "a host of 253 bytes is kept"
+        );
+        let longer = format!("https://{}.example/", "a".repeat(MAX_KEPT_HOST_BYTES - 7));
+        assert_eq!(
+            host_decides(&longer),
+            None,
+            "a longer one is judged each time"
+        );
     }
 
     proptest! {
