@@ -25,7 +25,10 @@ use anyhow::Context;
 use generator::{GeneratorConfig, write_catalog};
 use serde::Serialize;
 
-use crate::{Args, runs::Spread};
+use crate::{
+    Args,
+    runs::{Spread, cpu_spreads},
+};
 
 const STAGES: [&str; 5] = [
     "plan scan",
@@ -68,7 +71,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 .collect::<BTreeMap<_, _>>(),
         );
     }
-    let mut summary = BTreeMap::new();
     eprintln!(
         "\nthe worker's per-row work without the stack: {} rows, {} bytes, {chunks} chunks, \
          {} run(s)\nCPU ns per row (min / median / max); CPU-ms per 1,000 rows is that / 1,000",
@@ -76,17 +78,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         object.len(),
         args.runs
     );
-    for stage in STAGES.iter().map(|s| s.to_string()).chain(["all".into()]) {
-        let spread = Spread::of(runs.iter().map(|run| {
-            if stage == "all" {
-                run.values().sum()
-            } else {
-                run[&stage]
-            }
-        }))
-        .context("no runs")?;
-        eprintln!("  {stage:<40} {}", spread.show(0));
-        summary.insert(stage, spread);
+    let mut summary = cpu_spreads(runs.iter());
+    let all = Spread::of(runs.iter().map(|run| run.values().sum())).context("no runs")?;
+    summary.insert("all".into(), all);
+    for stage in STAGES.into_iter().chain(["all"]) {
+        eprintln!("  {stage:<40} {}", summary[stage].show(0));
     }
     let report = Report {
         rows: args.rows,
