@@ -62,6 +62,27 @@ fn ingest(env: &TestEnv, key: &str, extra: &[&str]) -> Value {
     out.json()
 }
 
+/// Starts an ingest of `key` in chunks of one row, one at a time, and cancels it once a chunk
+/// has committed. Returns the cancelled job's summary.
+async fn cancel_after_a_chunk(env: &TestEnv, key: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["--chunk-bytes", "64", "--parallel", "1"];
+    args.extend_from_slice(extra);
+    let started = env.ingest(key, &args);
+    let job = started.json()["job_id"].as_str().unwrap().to_owned();
+    env.wait_for(
+        "a committed chunk",
+        Duration::from_secs(60),
+        crate::harness::CommittedChunks {
+            job_id: &job,
+            at_least: 1,
+        },
+    )
+    .await;
+    let cancelled = env.etlctl(&["cancel", &job, "--json"]).json();
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    cancelled
+}
+
 fn items(range: std::ops::Range<usize>, skip: &[usize]) -> Vec<usize> {
     range.filter(|n| !skip.contains(n)).collect()
 }
@@ -206,19 +227,7 @@ async fn dry_runs_partial_failed_and_cancelled_jobs_delist_nothing() {
     assert_eq!(failed["status"], "failed");
     // Cancelled mid-way.
     env.put("n/4.csv", snapshot(0..50, 3)).await;
-    let started = env.ingest("n/4.csv", &["--chunk-bytes", "64", "--parallel", "1"]);
-    let job = started.json()["job_id"].as_str().unwrap().to_owned();
-    env.wait_for(
-        "a committed chunk",
-        Duration::from_secs(60),
-        crate::harness::CommittedChunks {
-            job_id: &job,
-            at_least: 1,
-        },
-    )
-    .await;
-    let cancelled = env.etlctl(&["cancel", &job, "--json"]).json();
-    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let cancelled = cancel_after_a_chunk(&env, "n/4.csv", &[]).await;
     // It delisted nothing: 0, as for every job that is not a dry run (null: not counted).
     assert_eq!(cancelled["items_delisted"], 0, "{cancelled}");
     assert_eq!(listed(&env).await, (100, 100));
@@ -249,4 +258,38 @@ async fn a_kill_during_delisting_leaves_exact_results() {
     assert_eq!(summary["reconciliation"]["ok"], true, "{summary}");
     assert_eq!(listed(&env).await, (90, 90));
     assert_eq!(delisting_observations(&env).await, (10, 10));
+}
+
+/// A snapshot delists only items no newer object wrote. A partial job of a newer object,
+/// cancelled after some of its chunks committed, leaves its items listed at the newer version:
+/// a later-completing snapshot of an older object (still the newest snapshot: a partial job
+/// registers none, and a cancelled one completes nothing) does not mention them, and must not
+/// delist them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_leaves_listed_the_items_a_newer_object_wrote() {
+    let mut env = TestEnv::new("delist_newer_write").await;
+    env.start_worker();
+    env.put("w/1.csv", snapshot(0..20, 0)).await;
+    ingest(&env, "w/1.csv", &[]);
+    // Put in this order, the partial object is the newer one.
+    env.put("w/2.csv", snapshot(0..18, 1)).await;
+    env.put("w/3.csv", snapshot(100..150, 2)).await;
+    let cancelled = cancel_after_a_chunk(&env, "w/3.csv", &["--partial"]).await;
+    let newer = cancelled["job_id"].as_str().unwrap().to_owned();
+    let newer_items: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM catalog_items WHERE last_job_id = $1::uuid AND delisted_at IS NULL",
+    )
+    .bind(&newer)
+    .fetch_one(&env.pg)
+    .await
+    .unwrap();
+    assert!(newer_items >= 1, "the cancelled job wrote items");
+
+    let older = ingest(&env, "w/2.csv", &[]);
+    assert_eq!(older["status"], "completed", "{older}");
+    assert_eq!(older["reconciliation"]["ok"], true, "{older}");
+    assert_eq!(u(&older["items_delisted"]), 2, "{older}");
+    assert_eq!(delisted_skus(&env).await, ["ITEM-18", "ITEM-19"]);
+    let listed_now = 18 + newer_items;
+    assert_eq!(listed(&env).await, (listed_now, listed_now as u64));
 }
