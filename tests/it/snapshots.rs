@@ -293,3 +293,25 @@ async fn a_snapshot_leaves_listed_the_items_a_newer_object_wrote() {
     let listed_now = 18 + newer_items;
     assert_eq!(listed(&env).await, (listed_now, listed_now as u64));
 }
+
+/// The guard's share is of the items listed now, not of every item the source ever had: after
+/// 15 of 100 items are delisted, a snapshot that drops 20 more (23.5% of the 85 listed, 20% of
+/// all 100) is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mass_delist_guard_counts_only_listed_items() {
+    let mut env = TestEnv::new("delist_guard_listed").await;
+    env.start_worker();
+    env.put("l/1.csv", snapshot(0..100, 0)).await;
+    ingest(&env, "l/1.csv", &[]);
+    env.put("l/2.csv", snapshot(0..85, 1)).await;
+    assert_eq!(u(&ingest(&env, "l/2.csv", &[])["items_delisted"]), 15);
+    env.put("l/3.csv", snapshot(0..65, 2)).await;
+    let shrunk = ingest(&env, "l/3.csv", &[]);
+    assert_eq!(shrunk["status"], "completed", "{shrunk}");
+    assert_eq!(u(&shrunk["items_delisted"]), 0, "{shrunk}");
+    assert_eq!(
+        shrunk["delist_refused"],
+        serde_json::json!({"would_delist": 20, "listed": 85})
+    );
+    assert_eq!(listed(&env).await, (85, 85));
+}
