@@ -14,15 +14,17 @@
 //!
 //! 1. **Settle**: every chunk is committed; the totals are stored and the job is sealed (no
 //!    attempt commits after this); what its chunks owe ClickHouse is copied; the counts are
-//!    reconciled (object, ledger, invalid-row log, Postgres, ClickHouse raw and `FINAL`).
+//!    reconciled (object, ledger, invalid-row log, ClickHouse raw and `FINAL`).
 //! 2. **Complete**: another running job of the source whose workflow is gone is ended first
 //!    (as the watchdog would); what ended jobs of the source still owe ClickHouse is copied (a
 //!    failed job never blocks its source: the next job finishes its copies); the source's
 //!    catalog is compared between the stores (waiting while another *running* job of the
-//!    source has changes in flight); then one Postgres transaction delists (if the job may),
-//!    folds the source's catalog sums (what the comparison reads of Postgres; the catalog's
-//!    triggers append to them as any statement writes items) and marks the job `completed`,
-//!    with its manifest entry. A failing comparison fails the job before anything is delisted.
+//!    source has changes in flight); then one Postgres transaction counts the object's valid
+//!    items the catalog lacks (found by the delisting's join when the job may delist), delists
+//!    (if the job may), folds the source's catalog sums (what the comparison reads of Postgres;
+//!    the catalog's triggers append to them as any statement writes items) and marks the job
+//!    `completed`, with its reconciliation and manifest entry. A failing comparison, or an item
+//!    the catalog lacks, fails the job before anything is delisted.
 //! 3. **Publish**: the delisting's copy to ClickHouse (catalog rows and `delisted`
 //!    observations). The job is completed already; a copy that cannot be made is left for the
 //!    next job of the source, like a failed job's chunks.
@@ -103,10 +105,10 @@ impl ChunkStores<'_> {
         let status = self.pg.job_status(job_id).await?.map(|(status, _)| status);
         if status.as_deref() != Some("running") {
             // The step ran before (its answer was lost): the first decision stands.
-            let done = self.pg.complete(job_id).await?;
+            let done = self.pg.complete(job_id, reconciliation).await?;
             return Ok(Completed {
                 status: done.status,
-                reconciliation,
+                reconciliation: done.reconciliation,
                 delisting: done.delisting,
             });
         }
@@ -135,13 +137,13 @@ impl ChunkStores<'_> {
                 ));
             }
         }
-        let done = self.pg.complete(job_id).await?;
+        let done = self.pg.complete(job_id, reconciliation).await?;
         if let Some(ended) = &done.ended_now {
             self.count_ended(ended);
         }
         Ok(Completed {
             status: done.status,
-            reconciliation,
+            reconciliation: done.reconciliation,
             delisting: done.delisting,
         })
     }
@@ -289,17 +291,14 @@ impl ChunkStores<'_> {
                 totals.rows_invalid
             ));
         }
-        let (mut pg_items, mut ch_items, mut ch_observations) = (None, None, None);
+        let (mut ch_items, mut ch_observations) = (None, None);
         if !facts.dry_run {
             let version_id =
                 object_version_id(&facts.bucket, &facts.version.key, &facts.version.etag);
-            let (counted, missing, stale) = tokio::try_join!(
-                self.ch
-                    .version_counts(&facts.source, &facts.version, version_id),
-                self.pg
-                    .job_items_missing_from_catalog(&facts.source, job_id),
-                self.pg.snapshot_newer_than(&facts.source, &facts.version),
-            )?;
+            let counted = self
+                .ch
+                .version_counts(&facts.source, &facts.version, version_id)
+                .await?;
             if counted.rows != totals.rows_valid {
                 mismatches.push(format!(
                     "ClickHouse has {} observations of the object, {} valid rows counted",
@@ -319,14 +318,6 @@ impl ChunkStores<'_> {
                     counted.skus, totals.items
                 ));
             }
-            let in_catalog = totals.items.saturating_sub(missing);
-            if !stale && in_catalog != totals.items {
-                mismatches.push(format!(
-                    "{in_catalog} of the object's {} items are in Postgres' catalog",
-                    totals.items
-                ));
-            }
-            pg_items = Some(in_catalog);
             ch_items = Some(counted.skus);
             ch_observations = Some(counted.rows);
         }
@@ -338,7 +329,8 @@ impl ChunkStores<'_> {
             invalid_logged,
             invalid_pruned,
             items: totals.items,
-            pg_items,
+            // Counted by the completing transaction.
+            pg_items: None,
             ch_items,
             ch_observations,
             catalog: None,

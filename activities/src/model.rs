@@ -217,7 +217,8 @@ pub struct Reconciliation {
     /// Distinct skus among the valid rows, from the ledger.
     #[serde(default)]
     pub items: u64,
-    /// Of those, items present in Postgres' catalog; `None` for a dry run.
+    /// Of those, items present in Postgres' catalog, counted by the transaction that completes
+    /// the job; `None` for a dry run and for a job that did not reach it.
     pub pg_items: Option<u64>,
     /// Distinct skus of the object version's observations in ClickHouse (`FINAL`); `None` for
     /// a dry run.

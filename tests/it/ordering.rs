@@ -369,6 +369,80 @@ async fn a_job_that_fails_before_completing_has_delisted_nothing() {
     assert_eq!(delisted_in_clickhouse, 0, "no delisting in the history");
 }
 
+/// Item 5, continued: a valid item of the object that Postgres' catalog lacks when the job
+/// completes fails the job, and nothing is delisted. The item is deleted from both stores
+/// while the job is held after its chunks committed, so the catalog comparison agrees and only
+/// the completing transaction's count of the object's items can find it: on a source's first
+/// snapshot (a set difference of its own) and on a later one (the delisting's join).
+async fn an_item_lost_before_completion_fails_the_job(name: &str, first_snapshot: bool) {
+    let mut env = TestEnv::new(name).await;
+    let snapshot = |range: std::ops::Range<usize>| {
+        let mut csv = String::from(HEADER);
+        for n in range {
+            csv.push_str(&row(&format!("L-{n:03}"), "010.00"));
+        }
+        csv
+    };
+    let (key, items, listed_before) = if first_snapshot {
+        ("lost/1.csv", 100, 0)
+    } else {
+        env.start_worker();
+        env.put("lost/1.csv", snapshot(0..100)).await;
+        assert_eq!(ingest_json(&env, "lost/1.csv", &[])["status"], "completed");
+        env.kill_workers();
+        ("lost/2.csv", 90, 100)
+    };
+    env.start_worker_pausing_at("aggregate");
+    env.put(key, snapshot(0..items)).await;
+    let started = env.ingest(key, &[]);
+    let job = started.json()["job_id"].as_str().unwrap().to_owned();
+    env.wait_for_log("paused at aggregate", Duration::from_secs(60))
+        .await;
+    sqlx::query("DELETE FROM catalog_items WHERE sku = 'L-050'")
+        .execute(&env.pg)
+        .await
+        .unwrap();
+    env.ch
+        .query("DELETE FROM catalog_items WHERE sku = 'L-050'")
+        .execute()
+        .await
+        .unwrap();
+    env.release_pause();
+    let failed = wait_until_final(&env, &job).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error_type"], "reconciliation_failed", "{failed}");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "{} of the object's {items} items are in Postgres' catalog",
+            items - 1
+        )),
+        "{failed}"
+    );
+    assert!(!error.contains("catalog differs"), "{failed}");
+    assert_eq!(u(&failed["items_delisted"]), 0, "{failed}");
+    let expected_listed = if first_snapshot {
+        items as i64 - 1
+    } else {
+        listed_before - 1
+    };
+    assert_eq!(
+        listed_in_postgres(&env).await,
+        expected_listed,
+        "nothing delisted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_lost_before_a_first_snapshot_completes_fails_the_job() {
+    an_item_lost_before_completion_fails_the_job("lost_first", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_lost_before_a_later_snapshot_completes_fails_the_job() {
+    an_item_lost_before_completion_fails_the_job("lost_later", false).await;
+}
+
 /// Item 6: history belongs to committed chunks only. A worker dies inside a chunk's open
 /// transaction, the object is replaced before the retry, and the job fails: the chunk never
 /// committed, and no observation of its rows exists.

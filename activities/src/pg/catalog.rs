@@ -21,6 +21,26 @@ use crate::{
     model::CatalogSide,
 };
 
+/// How many of `job`'s distinct valid skus are missing from the source's catalog (a hashed set
+/// difference: one pass over each side).
+pub(super) async fn items_missing_from_catalog(
+    conn: &mut sqlx::PgConnection,
+    source: &str,
+    job: uuid::Uuid,
+) -> Result<u64, EtlError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2
+             EXCEPT
+             SELECT sku FROM catalog_items WHERE source = $1) AS missing",
+    )
+    .bind(source)
+    .bind(job)
+    .fetch_one(conn)
+    .await?;
+    Ok(n as u64)
+}
+
 /// How a chunk may change the current catalog, decided under the source row's lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CatalogWrite {
@@ -581,24 +601,14 @@ impl PgStore {
         Ok(rows.iter().map(catalog_row).collect())
     }
 
-    /// How many of `job_id`'s distinct valid skus are missing from the source's catalog (a hashed
-    /// set difference: one pass over each side).
+    /// How many of `job_id`'s distinct valid skus are missing from the source's catalog.
     pub async fn job_items_missing_from_catalog(
         &self,
         source: &str,
         job_id: &str,
     ) -> Result<u64, EtlError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (
-                 SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2
-                 EXCEPT
-                 SELECT sku FROM catalog_items WHERE source = $1) AS missing",
-        )
-        .bind(source)
-        .bind(parse_job_id(job_id)?)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(n as u64)
+        let mut conn = self.pool().acquire().await?;
+        items_missing_from_catalog(&mut conn, source, parse_job_id(job_id)?).await
     }
 
     /// Postgres' side of the catalog comparison. [`CatalogRead::Sums`] reads the per-source

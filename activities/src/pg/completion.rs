@@ -11,12 +11,13 @@ use super::{
     ObjectVersion, PgStore,
     catalog::{
         CATALOG_COLUMNS, CatalogItemRow, MASS_DELIST_MAX_SHARE, MASS_DELIST_MIN_ITEMS, catalog_row,
+        items_missing_from_catalog,
     },
     parse_job_id,
 };
 use crate::{
     error::EtlError,
-    model::{DelistOutcome, JobOutcome},
+    model::{DelistOutcome, JobOutcome, Reconciliation},
 };
 
 /// A job that a call ended (the first time): what the metrics count.
@@ -37,6 +38,9 @@ pub struct Completion {
     /// The job's status after the call: `completed`, or the status it had already.
     pub status: String,
     pub delisting: DelistOutcome,
+    /// The job's reconciliation as stored: with Postgres' count of the object's items when
+    /// this call completed the job.
+    pub reconciliation: Reconciliation,
     /// `Some` when this call completed the job.
     pub ended_now: Option<EndedJob>,
 }
@@ -65,11 +69,22 @@ fn stored_delisting(job: &sqlx::postgres::PgRow) -> DelistOutcome {
 
 impl PgStore {
     /// Completes the job in one transaction: no chunk of it commits any more, every chunk is
-    /// committed, the delisting (if the job may delist) is applied, the job is `completed` and
+    /// committed, every valid item of the object is in the source's catalog, the delisting (if
+    /// the job may delist) is applied, the job is `completed` with its `reconciliation` and
     /// enters the manifest. Either all of it commits or none: a job that delisted is a
     /// completed job, and a job that did not complete delisted nothing. A repeated call
     /// returns what the first one decided.
-    pub async fn complete(&self, job_id: &str) -> Result<Completion, EtlError> {
+    ///
+    /// The catalog's count of the object's items is made here, not with the other counts
+    /// when the job settles: the delisting's join of the source's items with the object's
+    /// mentions finds the missing items too, so the source's catalog is hashed once per job
+    /// (`make bench`'s next day: settle's own set difference was 0.15-0.18 s of Postgres). An
+    /// item missing fails the job: the transaction is rolled back, and the mismatch stored.
+    pub async fn complete(
+        &self,
+        job_id: &str,
+        mut reconciliation: Reconciliation,
+    ) -> Result<Completion, EtlError> {
         let id = parse_job_id(job_id)?;
         let mut tx = self.pool().begin().await?;
         // FOR UPDATE waits for chunk transactions of the job in flight (they hold it FOR SHARE);
@@ -90,6 +105,7 @@ impl PgStore {
             return Ok(Completion {
                 delisting: stored_delisting(&job),
                 status,
+                reconciliation,
                 ended_now: None,
             });
         }
@@ -116,8 +132,29 @@ impl PgStore {
                 key: job.get("object_key"),
                 etag: job.get("etag"),
             };
-            delisting = delist(&mut tx, id, &source, &version, &job).await?;
+            let source_state = lock_source(&mut tx, &source, &version).await?;
+            let joined = delist(&mut tx, id, &source, &version, &job, source_state.newest).await?;
+            delisting = joined.delisting;
             delisted = delisting.delisted;
+            let missing = match joined.missing {
+                Some(missing) => missing,
+                None => items_missing_from_catalog(&mut tx, &source, id).await?,
+            };
+            let in_catalog = reconciliation.items.saturating_sub(missing);
+            reconciliation.pg_items = Some(in_catalog);
+            // Under a newer snapshot, the catalog is that object's.
+            if !source_state.newer_snapshot && in_catalog != reconciliation.items {
+                reconciliation.mismatches.push(format!(
+                    "{in_catalog} of the object's {} items are in Postgres' catalog",
+                    reconciliation.items
+                ));
+                reconciliation.ok = false;
+                tx.rollback().await?;
+                self.store_reconciliation(job_id, &reconciliation).await?;
+                return Err(EtlError::Reconciliation(
+                    reconciliation.mismatches.join("; "),
+                ));
+            }
             Self::fold_catalog_sums(&mut tx, &source).await?;
             sqlx::query(
                 "UPDATE catalog_sources SET completed_modified_at = $2, completed_key = $3,
@@ -157,7 +194,8 @@ impl PgStore {
                     accepting_commits = false,
                     delisted_at = CASE WHEN $2 THEN now() END,
                     items_delisted = CASE WHEN dry_run THEN NULL ELSE $3 END,
-                    delist_refused = $4, delist_clickhouse_written = $5, updated_at = now()
+                    delist_refused = $4, delist_clickhouse_written = $5,
+                    reconciliation = $6, reconciled_ok = $7, updated_at = now()
              WHERE id = $1",
         )
         .bind(id)
@@ -165,11 +203,14 @@ impl PgStore {
         .bind(delisted as i64)
         .bind(refused)
         .bind(delisted == 0)
+        .bind(json!(reconciliation))
+        .bind(reconciliation.ok)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(Completion {
             status: "completed".to_owned(),
+            reconciliation,
             ended_now: Some(EndedJob {
                 source,
                 status: "completed",
@@ -313,6 +354,50 @@ impl PgStore {
     }
 }
 
+/// Where the job's object stands among its source's objects, read with the source's row locked.
+struct SourceState {
+    /// The registered snapshot, and no completed job has a newer object.
+    newest: bool,
+    /// A newer snapshot is registered.
+    newer_snapshot: bool,
+}
+
+/// Chunk transactions of every job of the source hold the source's row FOR SHARE: none is in
+/// flight while the completing transaction holds it FOR UPDATE.
+async fn lock_source(
+    tx: &mut Transaction<'_, Postgres>,
+    source: &str,
+    version: &ObjectVersion,
+) -> Result<SourceState, EtlError> {
+    let row = sqlx::query(
+        "SELECT coalesce((snapshot_modified_at, snapshot_key, snapshot_etag) = ($2, $3, $4), false)
+                AND (completed_modified_at IS NULL
+                     OR (completed_modified_at, completed_key, completed_etag) <= ($2, $3, $4))
+                AS newest,
+                coalesce((snapshot_modified_at, snapshot_key, snapshot_etag) > ($2, $3, $4), false)
+                AS newer_snapshot
+         FROM catalog_sources WHERE source = $1 FOR UPDATE",
+    )
+    .bind(source)
+    .bind(version.modified_at)
+    .bind(&version.key)
+    .bind(&version.etag)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(SourceState {
+        newest: row.as_ref().is_some_and(|row| row.get("newest")),
+        newer_snapshot: row.as_ref().is_some_and(|row| row.get("newer_snapshot")),
+    })
+}
+
+/// What the delisting decided, and what its join found on the way.
+struct Delisting {
+    delisting: DelistOutcome,
+    /// The object's distinct valid skus that the source's catalog lacks; `None` when the
+    /// delisting had no reason to join the two.
+    missing: Option<u64>,
+}
+
 /// The delisting inside the completing transaction. The job may delist when it is a full
 /// snapshot (not a dry run, not partial) and its object is the newest of its source: the
 /// registered snapshot, and no completed job has a newer object. It delists every listed item
@@ -324,34 +409,25 @@ async fn delist(
     source: &str,
     version: &ObjectVersion,
     job: &sqlx::postgres::PgRow,
-) -> Result<DelistOutcome, EtlError> {
-    // Chunk transactions of every job of the source hold this row FOR SHARE: none is in flight
-    // while the delisting decides.
-    let newest: Option<bool> = sqlx::query_scalar(
-        "SELECT coalesce((snapshot_modified_at, snapshot_key, snapshot_etag) = ($2, $3, $4), false)
-                AND (completed_modified_at IS NULL
-                     OR (completed_modified_at, completed_key, completed_etag) <= ($2, $3, $4))
-         FROM catalog_sources WHERE source = $1 FOR UPDATE",
-    )
-    .bind(source)
-    .bind(version.modified_at)
-    .bind(&version.key)
-    .bind(&version.etag)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let eligible = newest.unwrap_or(false) && !job.get::<bool, _>("partial");
+    newest: bool,
+) -> Result<Delisting, EtlError> {
+    let eligible = newest && !job.get::<bool, _>("partial");
     // The first snapshot of a source: every listed item is its own, or a newer object's.
     if !eligible || job.get::<bool, _>("catalog_was_empty") {
-        return Ok(DelistOutcome {
-            eligible,
-            ..DelistOutcome::default()
+        return Ok(Delisting {
+            delisting: DelistOutcome {
+                eligible,
+                ..DelistOutcome::default()
+            },
+            missing: None,
         });
     }
-    // Listed items the object does not mention and no newer object wrote, from one hash full
-    // join of the source's items with the object's mentions (valid and invalid rows): the
-    // mentions are hashed once and each item probes them, whatever the planner estimates for
-    // the unnested arrays (it can only hash a full join; `OFFSET 0` keeps the filter from
-    // turning the join into an anti join, which those estimates made a nested loop). EXCEPT
+    // Listed items the object does not mention and no newer object wrote (the candidates), and
+    // valid mentions of items the catalog lacks (the missing), from one hash full join of the
+    // source's items with the object's mentions (valid and invalid rows): the mentions are
+    // hashed once and each item probes them, whatever the planner estimates for the unnested
+    // arrays (it can only hash a full join; `OFFSET 0` keeps the filter from turning the join
+    // into an anti join, which those estimates made a nested loop). EXCEPT
     // hashed both sides: on `make bench`'s next day (194,000 items, six paired runs) it took
     // 0.35-0.42 s, this join 0.27-0.30 s. The mentions' hash of a source that size takes about
     // 11 MB: with the default 4 MB of `work_mem` it spilled into batches (in psql 0.39-0.45 s,
@@ -360,19 +436,22 @@ async fn delist(
         .execute(&mut **tx)
         .await?;
     sqlx::query(
-        "CREATE TEMP TABLE delist_candidates (candidate) ON COMMIT DROP AS
-         SELECT sku FROM (
-             SELECT c.sku, c.delisted_at IS NULL AS listed, m.sku IS NOT NULL AS mentioned,
-                    (c.version_modified_at, c.version_key, c.version_etag) <= ($3, $4, $5)
-                        AS no_newer_write
+        "CREATE TEMP TABLE delist_join (sku, candidate) ON COMMIT DROP AS
+         SELECT sku, candidate FROM (
+             SELECT coalesce(c.sku, m.sku) AS sku,
+                    c.sku IS NOT NULL AND c.delisted_at IS NULL AND m.sku IS NULL
+                        AND (c.version_modified_at, c.version_key, c.version_etag)
+                            <= ($3, $4, $5) AS candidate,
+                    c.sku IS NULL AND m.valid AS missing
              FROM (SELECT sku, delisted_at, version_modified_at, version_key, version_etag
                    FROM catalog_items WHERE source = $1) AS c
-             FULL JOIN (SELECT unnest(skus) FROM etl_chunks WHERE job_id = $2
+             FULL JOIN (SELECT unnest(skus), true FROM etl_chunks WHERE job_id = $2
                         UNION ALL
-                        SELECT unnest(invalid_skus) FROM etl_chunks WHERE job_id = $2) AS m(sku)
+                        SELECT unnest(invalid_skus), false FROM etl_chunks WHERE job_id = $2)
+                       AS m(sku, valid)
                  ON m.sku = c.sku
              OFFSET 0) AS j
-         WHERE listed AND no_newer_write AND NOT mentioned",
+         WHERE candidate OR missing",
     )
     .bind(source)
     .bind(job_id)
@@ -387,20 +466,26 @@ async fn delist(
     let counts = sqlx::query(
         "SELECT (SELECT coalesce(sum(listed), 0)::bigint FROM catalog_sums WHERE source = $1)
                     AS listed,
-                (SELECT count(*) FROM delist_candidates) AS would",
+                count(*) FILTER (WHERE candidate) AS would,
+                count(DISTINCT sku) FILTER (WHERE NOT candidate) AS missing
+         FROM delist_join",
     )
     .bind(source)
     .fetch_one(&mut **tx)
     .await?;
     let listed = counts.get::<i64, _>("listed") as u64;
     let would = counts.get::<i64, _>("would") as u64;
+    let missing = Some(counts.get::<i64, _>("missing") as u64);
     let guard_trips =
         would > MASS_DELIST_MIN_ITEMS && (would as f64) > MASS_DELIST_MAX_SHARE * listed as f64;
     if guard_trips && !job.get::<bool, _>("allow_mass_delist") {
-        return Ok(DelistOutcome {
-            eligible: true,
-            delisted: 0,
-            refused: Some((would, listed)),
+        return Ok(Delisting {
+            delisting: DelistOutcome {
+                eligible: true,
+                delisted: 0,
+                refused: Some((would, listed)),
+            },
+            missing,
         });
     }
     // The candidates as one array: the primary key is probed for each of them, whatever the
@@ -418,7 +503,7 @@ async fn delist(
                         u.product_url, u.image_urls, u.attributes, true, $3, $4, $5, 0),
                     updated_at = now()
              WHERE u.source = $1
-               AND u.sku = ANY(ARRAY(SELECT candidate FROM delist_candidates))
+               AND u.sku = ANY(ARRAY(SELECT sku FROM delist_join WHERE candidate))
              RETURNING u.source, u.sku, u.price, u.currency),
          recorded AS (
              INSERT INTO catalog_delistings (job_id, source, sku, price, currency)
@@ -434,9 +519,12 @@ async fn delist(
     .bind(&version.etag)
     .fetch_one(&mut **tx)
     .await?;
-    Ok(DelistOutcome {
-        eligible: true,
-        delisted: delisted as u64,
-        refused: None,
+    Ok(Delisting {
+        delisting: DelistOutcome {
+            eligible: true,
+            delisted: delisted as u64,
+            refused: None,
+        },
+        missing,
     })
 }
