@@ -150,10 +150,10 @@ impl ChunkStores<'_> {
             }
         };
         let latest = parsed.latest_per_sku();
+        let repeated = parsed.mentioned_more_than_once(&work.shared_hashes);
         let written = if work.dry_run {
             Vec::new()
         } else {
-            let repeated = parsed.mentioned_more_than_once(&work.shared_hashes);
             commit
                 .write_catalog(&work.source, &work.version, &latest, &repeated)
                 .await?
@@ -168,7 +168,14 @@ impl ChunkStores<'_> {
         };
         let nothing_to_copy = work.dry_run || (parsed.valid.is_empty() && written.is_empty());
         commit
-            .commit(&outcome, &parsed, &latest, &written, nothing_to_copy)
+            .commit(
+                &outcome,
+                &parsed,
+                &latest,
+                &repeated,
+                &written,
+                nothing_to_copy,
+            )
             .await?;
         let postgres = postgres_started.elapsed();
         self.metrics.chunk_committed(

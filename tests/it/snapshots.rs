@@ -284,6 +284,8 @@ async fn a_snapshot_leaves_listed_the_items_a_newer_object_wrote() {
     .await
     .unwrap();
     assert!(newer_items >= 1, "the cancelled job wrote items");
+    // A job that did not complete reports the items its committed chunks hold.
+    assert_eq!(u(&cancelled["items"]) as i64, newer_items, "{cancelled}");
 
     let older = ingest(&env, "w/2.csv", &[]);
     assert_eq!(older["status"], "completed", "{older}");

@@ -375,10 +375,18 @@ impl ChunkCommit {
         outcome: &ChunkOutcome,
         parsed: &ParsedChunk,
         latest: &[&ValidRow],
+        repeated: &HashSet<&str>,
         written: &[WrittenItem],
         clickhouse_written: bool,
     ) -> Result<(), EtlError> {
         let skus: Vec<&str> = latest.iter().map(|row| row.item.sku.as_str()).collect();
+        // A sku in two chunks' `skus` is mentioned by both, so it is among both chunks'
+        // repeated skus: the others are this chunk's alone.
+        let shared_skus: Vec<&str> = skus
+            .iter()
+            .copied()
+            .filter(|sku| repeated.contains(sku))
+            .collect();
         let mut invalid_skus: Vec<&str> = parsed
             .invalid
             .iter()
@@ -397,7 +405,7 @@ impl ChunkCommit {
              SET status = 'committed', rows_total = $3, rows_valid = $4, rows_invalid = $5,
                  skus = $6, invalid_skus = $7, written_skus = $8, relisted_skus = $9,
                  clickhouse_written = $10,
-                 clickhouse_written_at = CASE WHEN $10 THEN now() END,
+                 clickhouse_written_at = CASE WHEN $10 THEN now() END, shared_skus = $11,
                  committed_at = now()
              WHERE job_id = $1 AND chunk_index = $2",
         )
@@ -411,6 +419,7 @@ impl ChunkCommit {
         .bind(&written_skus)
         .bind(&relisted)
         .bind(clickhouse_written)
+        .bind(&shared_skus)
         .execute(&mut *self.tx)
         .await?;
         self.tx.commit().await?;

@@ -424,6 +424,10 @@ impl PgStore {
     }
 
     /// Job totals from the ledger: committed chunks only, each counted once by construction.
+    /// Items: a chunk's skus that no other chunk can hold are counted chunk by chunk, and only
+    /// its shared ones (`etl_chunks.shared_skus`: a few, unless the object repeats many skus far
+    /// apart) are hashed across chunks for distinct ones; a distinct count of all of a job's
+    /// skus took 0.09 s of Postgres on 200,000 rows.
     pub async fn totals(&self, job_id: &str) -> Result<JobTotals, EtlError> {
         let id = parse_job_id(job_id)?;
         let row = sqlx::query(
@@ -436,8 +440,10 @@ impl PgStore {
                      WHERE c.job_id = $1)
                     + coalesce(sum(items_relisted) FILTER (WHERE relisted_skus IS NULL), 0)::bigint
                         AS relisted,
-                    (SELECT count(*) FROM (SELECT DISTINCT unnest(c.skus) FROM etl_chunks c
-                                           WHERE c.job_id = $1) AS skus) AS items
+                    coalesce(sum(cardinality(skus) - cardinality(shared_skus)), 0)::bigint
+                        + (SELECT count(DISTINCT s)
+                           FROM etl_chunks c, unnest(coalesce(c.shared_skus, c.skus)) AS s
+                           WHERE c.job_id = $1) AS items
              FROM etl_chunks WHERE job_id = $1",
         )
         .bind(id)
@@ -617,8 +623,9 @@ impl PgStore {
                     j.partial, j.allow_mass_delist, j.bucket, j.object_key, j.etag, j.size,
                     j.last_modified, j.chunks, j.delist_refused,
                     -- A job that did not complete reports what its committed chunks hold.
-                    CASE WHEN NOT j.dry_run THEN coalesce(j.items, (
-                        SELECT count(DISTINCT s) FROM etl_chunks, unnest(skus) AS s
+                    CASE WHEN NOT j.dry_run THEN coalesce(j.items, c.unshared_items + (
+                        SELECT count(DISTINCT s)
+                        FROM etl_chunks, unnest(coalesce(shared_skus, skus)) AS s
                         WHERE job_id = j.id)) END AS items,
                     CASE WHEN NOT j.dry_run THEN coalesce(j.items_delisted, 0) END
                         AS items_delisted,
@@ -644,7 +651,9 @@ impl PgStore {
                         (SELECT count(DISTINCT s) FROM etl_chunks r, unnest(r.relisted_skus) s
                          WHERE r.job_id = j.id)
                         + coalesce(sum(items_relisted) FILTER (WHERE relisted_skus IS NULL), 0)
-                            ::bigint AS relisted
+                            ::bigint AS relisted,
+                        coalesce(sum(cardinality(skus) - cardinality(shared_skus)), 0)::bigint
+                            AS unshared_items
                  FROM etl_chunks WHERE job_id = j.id
              ) c
              WHERE j.id = $1",
